@@ -1,0 +1,5 @@
+"""`python -m SpineSegDiffLib ...` is how Slicer's own Python runs the engine."""
+
+from SpineSegDiffLib.cli import main
+
+raise SystemExit(main())

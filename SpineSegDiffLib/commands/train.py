@@ -1,0 +1,77 @@
+"""`spinesegdiff train`: train a model on SPIDER folders, retraining sets and/or the real-MRI folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+HELP = "train a SpineSegDiff model (SPIDER folders, exported retraining sets, partial-label real MRI)"
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    from SpineSegDiffLib.training import TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("data", type=Path, nargs="+",
+                   help="training folders: SPIDER-format (images/, masks/), a retraining set (dataset.json) "
+                        "or the real-MRI folder (cases.csv; partial labels)")
+    p.add_argument("--out", type=Path, required=True, help="output folder: checkpoint.pt, model.zip, training.json")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "gpu", "mps", "cpu"])
+    p.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
+    p.add_argument("--limit-cases", type=int, default=None, help="use at most this many cases per folder (quick runs)")
+    p.add_argument("--sequences", default=None, help="SPIDER sequences to use, e.g. t1,t2 (default: all)")
+    p.add_argument("--config", type=Path, default=None, help="JSON file with any of the options below")
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = type(getattr(d, f.name))
+        if isinstance(getattr(d, f.name), bool):
+            p.add_argument(flag, type=lambda v: v.lower() in ("1", "true", "yes"), default=None,
+                           metavar="BOOL", help=f"(default {getattr(d, f.name)})")
+        else:
+            p.add_argument(flag, type=float if f.name == "max_minutes" else kind, default=None,
+                           help=f"(default {getattr(d, f.name)})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from SpineSegDiffLib.errors import InputError
+    from SpineSegDiffLib.progress import make_progress
+    from SpineSegDiffLib.training import TrainConfig, train
+    from SpineSegDiffLib.training_data import data_summary, load_folder
+
+    values = {}
+    if args.config is not None:
+        try:
+            values.update(json.loads(args.config.read_text()))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{args.config}: cannot read the training config ({exc})") from None
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = set(values) - names
+    if unknown:
+        raise InputError(f"{args.config}: unknown options {', '.join(sorted(unknown))}")
+    for name in names:
+        v = getattr(args, name, None)
+        if v is not None:
+            values[name] = v
+    cfg = TrainConfig(**values)
+    spec = cfg.grid_spec()
+    sequences = tuple(args.sequences.split(",")) if args.sequences else None
+    cases = []
+    for folder in args.data:
+        print(f"reading {folder} ...", file=sys.stderr)
+        cases += load_folder(folder, spec, sequences=sequences, limit=args.limit_cases)
+    summary = data_summary(cases)
+    summary["folders"] = [str(f) for f in args.data]
+    print(f"{summary['cases']} cases, {summary['patients']} patients, {summary['slices']} slices", file=sys.stderr)
+    progress = make_progress(args.progress)
+    try:
+        result = train(cases, cfg, args.out, device=args.device, resume=args.resume,
+                       progress=lambda stage, f, msg="", **kw: progress.update(stage, f, msg, **kw),
+                       data_summary=summary, log=lambda m: print(m, file=sys.stderr))
+    finally:
+        progress.close()
+    print(f"model written to {result.model_path} ({result.seconds / 60:.1f} min)")
+    return 0

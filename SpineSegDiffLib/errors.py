@@ -1,0 +1,18 @@
+"""Errors that reach the user as one line, without a traceback."""
+
+
+class SpineSegDiffError(Exception):
+    """A problem the user can fix: the message names the file and what to do.
+
+    The CLI prints ``error: <message>`` and exits with ``exit_code``.
+    """
+
+    exit_code = 2
+
+
+class InputError(SpineSegDiffError):
+    """An input file (image, mask, folder) is missing, unreadable or unsuitable."""
+
+
+class ModelError(SpineSegDiffError):
+    """A model file is missing, corrupt, of another version, or does not fit."""

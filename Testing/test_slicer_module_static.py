@@ -1,0 +1,218 @@
+"""What can be checked of the Slicer module without the Slicer application.
+
+The module file imports Qt and Slicer's GUI classes, so here it is compiled and read, not
+run: its .ui must hold every widget the code uses, each widget bound to the parameter node
+must suit the parameter's type, CMake must ship every file, and the installed layout (the
+engine beside the module) must let `python -m SpineSegDiffLib` find its model registry.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import py_compile
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODULE_DIR = REPO / "SpineSegDiff"
+MODULE_FILE = MODULE_DIR / "SpineSegDiff.py"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "SpineSegDiff.ui"
+MODULE_CMAKE = MODULE_DIR / "CMakeLists.txt"
+LOGIC_DIR = MODULE_DIR / "SpineSegDiffLogic"
+
+# Which widget classes Slicer's parameterNodeWrapper can bind to which parameter types
+# (slicer/parameterNodeWrapper/guiConnectors.py).
+BINDABLE = {
+    "float": {"ctkSliderWidget", "QDoubleSpinBox"},
+    "int": {"QSpinBox", "QSlider"},
+    "bool": {"QCheckBox", "QPushButton"},
+    "str": {"QLineEdit", "QComboBox", "QTextEdit"},
+    "pathlib.Path": {"ctkDirectoryButton", "ctkPathLineEdit"},
+    "node": {"qMRMLNodeComboBox"},
+}
+
+
+def _ui_widgets() -> dict[str, ET.Element]:
+    root = ET.parse(UI_FILE).getroot()
+    return {w.get("name"): w for w in root.iter("widget")}
+
+
+def _property(widget: ET.Element, name: str) -> str | None:
+    for prop in widget.findall("property"):
+        if prop.get("name") == name:
+            value = prop.find("string")
+            return value.text if value is not None else ""
+    return None
+
+
+def _module_tree() -> ast.Module:
+    return ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
+
+
+def _parameter_fields() -> dict[str, str]:
+    """Field name -> type kind ('float', 'int', ..., 'node') of SpineSegDiffParameterNode."""
+    cls = next(n for n in ast.walk(_module_tree())
+               if isinstance(n, ast.ClassDef) and n.name == "SpineSegDiffParameterNode")
+    fields = {}
+    for statement in cls.body:
+        if isinstance(statement, ast.AnnAssign):
+            annotation = statement.annotation
+            if isinstance(annotation, ast.Subscript):  # Annotated[base, ...]
+                annotation = annotation.slice.elts[0]
+            text = ast.unparse(annotation)
+            fields[statement.target.id] = "node" if text.startswith("vtkMRML") else text
+    return fields
+
+
+def _cmake_list(name: str) -> list[str]:
+    text = MODULE_CMAKE.read_text(encoding="utf-8")
+    match = re.search(rf"set\({name}\s+(.*?)\)", text, re.S)
+    assert match, f"{name} not found in {MODULE_CMAKE}"
+    return [item.replace("${MODULE_NAME}", "SpineSegDiff") for item in match.group(1).split()]
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            name, _, version = line.partition("==")
+            pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+def test_python_files_compile(tmp_path):
+    for path in (MODULE_FILE, REPO / "scripts" / "make_icon.py", REPO / "scripts" / "make_sample_data.py"):
+        py_compile.compile(str(path), cfile=str(tmp_path / (path.name + "c")), doraise=True)
+
+
+def test_every_widget_the_code_uses_is_in_the_ui():
+    widgets = _ui_widgets()
+    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text(encoding="utf-8")))
+    assert used, "the module should use widgets from the .ui file"
+    assert not used - set(widgets), f"widgets used in SpineSegDiff.py but missing in the .ui: {used - set(widgets)}"
+    assert ET.parse(UI_FILE).getroot().find("widget").get("class") == "qMRMLWidget"
+
+
+def test_every_widget_explains_itself():
+    silent = [name for name, w in _ui_widgets().items()
+              if w.get("class") not in ("QLabel", "qMRMLWidget") and not (_property(w, "toolTip") or "").strip()]
+    assert silent == [], f"widgets without a tooltip: {silent}"
+
+
+def test_ui_bindings_match_the_parameter_node():
+    fields = _parameter_fields()
+    bound = {}
+    for name, widget in _ui_widgets().items():
+        parameter = _property(widget, "SlicerParameterName")
+        if parameter is None:
+            continue
+        assert parameter in fields, f"{name} is bound to '{parameter}', which the parameter node lacks"
+        assert widget.get("class") in BINDABLE[fields[parameter]], (
+            f"{name} ({widget.get('class')}) cannot show a {fields[parameter]} parameter '{parameter}'")
+        assert parameter not in bound, f"'{parameter}' is bound twice ({bound.get(parameter)} and {name})"
+        bound[parameter] = name
+    expected = {"inputVolume", "samples", "steps", "device", "uncertaintyOpacity", "showUncertainty",
+                "datasetFolder"}
+    assert expected <= set(bound), f"parameters without a widget: {expected - set(bound)}"
+    # a .ui default outside the parameter's range would be clamped silently: keep them equal
+    samples = _ui_widgets()[bound["samples"]]
+    limits = {p.get("name"): float(p[0].text) for p in samples.findall("property")
+              if p.get("name") in ("minimum", "maximum")}
+    assert limits == {"minimum": 1.0, "maximum": 32.0}
+
+
+def test_cmake_ships_every_module_file():
+    scripts = _cmake_list("MODULE_PYTHON_SCRIPTS")
+    on_disk = {f"SpineSegDiffLogic/{p.name}" for p in LOGIC_DIR.glob("*.py")}
+    assert on_disk, "SpineSegDiffLogic has no Python files"
+    assert on_disk - set(scripts) == set(), f"not listed in MODULE_PYTHON_SCRIPTS: {on_disk - set(scripts)}"
+    assert "SpineSegDiff.py" in scripts
+    missing = [s for s in scripts + _cmake_list("MODULE_PYTHON_RESOURCES") if not (MODULE_DIR / s).is_file()]
+    assert missing == [], f"listed in CMakeLists.txt but missing: {missing}"
+    top = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
+                "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
+        assert re.search(rf"set\({key}\s+\"[^\"]+\"\)", top), f"{key} is not set in CMakeLists.txt"
+    assert "add_subdirectory(SpineSegDiff)" in top
+    assert "WITH_GENERIC_TESTS" in MODULE_CMAKE.read_text(encoding="utf-8")
+
+
+def test_slicer_requirements_agree_with_the_project_pins():
+    module_pins = _pins(MODULE_DIR / "Resources" / "requirements.txt")
+    project_pins = _pins(REPO / "requirements.txt")
+    assert module_pins and all(module_pins.values()), "every Slicer requirement must be pinned with =="
+    assert "torch" not in module_pins, "torch must come from the PyTorch extension"
+    for name in ("monai", "simpleitk", "safetensors"):
+        assert name in module_pins
+    disagree = {n: (v, project_pins.get(n)) for n, v in module_pins.items() if project_pins.get(n) != v}
+    assert disagree == {}, f"Slicer pins differ from requirements.txt: {disagree}"
+
+
+def test_icon_is_a_128_pixel_png(tmp_path):
+    from PIL import Image
+
+    committed = MODULE_DIR / "Resources" / "Icons" / "SpineSegDiff.png"
+    with Image.open(committed) as icon:
+        assert icon.format == "PNG" and icon.size == (128, 128)
+    # the script reproduces a drawing of the same size with visible content
+    out = tmp_path / "icon.png"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_icon.py"), "--output", str(out)],
+                   check=True, capture_output=True, timeout=60)
+    with Image.open(out) as icon:
+        assert icon.size == (128, 128) and icon.getextrema()[3][1] == 255  # opaque pixels exist
+
+
+def test_sample_data_script_is_reproducible_and_checksummed(tmp_path):
+    import hashlib
+
+    import SimpleITK as sitk
+
+    outputs = []
+    for name in ("a.nrrd", "b.nrrd"):
+        out = tmp_path / name
+        run = subprocess.run([sys.executable, str(REPO / "scripts" / "make_sample_data.py"), "--output", str(out)],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        digest = hashlib.sha256(out.read_bytes()).hexdigest()
+        assert (tmp_path / (name + ".sha256")).read_text().split()[0] == digest
+        assert f"SHA256:{digest}" in run.stdout
+        outputs.append(digest)
+    assert outputs[0] == outputs[1], "the same seed must give the same file (and checksum)"
+    image = sitk.ReadImage(str(tmp_path / "a.nrrd"))
+    assert image.GetDimension() == 3 and min(image.GetSize()) > 1
+    committed = MODULE_DIR / "Resources" / "SampleData" / "spinesegdiff_phantom_t2.nrrd"
+    if committed.is_file():  # the shipped sample must match its recorded checksum
+        recorded = committed.with_name(committed.name + ".sha256").read_text().split()[0]
+        assert hashlib.sha256(committed.read_bytes()).hexdigest() == recorded
+
+
+def test_installed_layout_runs_the_engine_and_finds_the_registry(tmp_path):
+    """Mimic CMake's install: module file, logic and engine side by side in one folder."""
+    scripted = tmp_path / "qt-scripted-modules"
+    shutil.copytree(MODULE_DIR, scripted, ignore=shutil.ignore_patterns("__pycache__", "CMakeLists.txt"))
+    shutil.copytree(REPO / "SpineSegDiffLib", scripted / "SpineSegDiffLib",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    if (REPO / "Resources" / "Models.json").is_file():
+        shutil.copy2(REPO / "Resources" / "Models.json", scripted / "Resources" / "Models.json")
+    from SpineSegDiffLogic.process_runner import EngineProcess, python_environment
+
+    env = python_environment(scripted, base={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    code = ("import SpineSegDiffLib, json; from SpineSegDiffLib import registry; "
+            "print(json.dumps({'engine': SpineSegDiffLib.__file__, 'models': [e.id for e in registry.load_registry()]}))")
+    records = []
+    proc = EngineProcess([sys.executable, "-c", code], records.append, lambda r: None, env=env,
+                         cwd=str(tmp_path))
+    proc.start()
+    result = proc.wait(60)
+    assert result.ok, result.stderr
+    assert Path(records[0]["engine"]).resolve().is_relative_to(scripted.resolve())
+    if (REPO / "Resources" / "Models.json").is_file():
+        assert records[0]["models"], "the bundled registry should list at least one model"

@@ -1,0 +1,177 @@
+#!/usr/bin/env python
+"""Reproduce the bundled demo model: phantoms (+ part of the real-MRI folder), train,
+score on phantoms it never saw and on the real cases it did not train on, write
+`Resources/Models/spinesegdiff-demo.zip` with all of that in its `model.json`.
+
+    .venv/bin/python scripts/train_demo_model.py --minutes 30          # CPU, this machine
+    python scripts/train_demo_model.py --minutes 5 --device cuda     # one GPU
+
+Real cases: those at even positions of each set in cases.csv train, odd ones are
+scored, so every set is reported on cases the model never saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+
+def phantom_grid_cases(args_tuple):
+    """Worker: one phantom patient (t1 + t2) onto the model grid."""
+    seed, index, spec_dict = args_tuple
+    import SimpleITK as sitk
+
+    from SpineSegDiffLib.geometry import GridSpec
+    from SpineSegDiffLib.phantom import generate_case
+    from SpineSegDiffLib.spider import spider_to_semantic
+    from SpineSegDiffLib.training_data import _grid_case
+
+    spec = GridSpec(**spec_dict)
+    case = generate_case(seed=seed, index=index)
+    semantic = sitk.GetImageFromArray(spider_to_semantic(sitk.GetArrayFromImage(case.mask)))
+    semantic.CopyInformation(case.mask)
+    out = []
+    for seq, image in case.images.items():
+        out.append(_grid_case(f"phantom{seed}_{index}_{seq}", f"phantom{seed}_{index}", "phantom",
+                              image, semantic, np.ones(3, dtype=bool), spec))
+    return out
+
+
+def make_phantoms(seed: int, count: int, spec, workers: int):
+    from dataclasses import asdict
+
+    jobs = [(seed, i, asdict(spec)) for i in range(count)]
+    cases = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for part in pool.map(phantom_grid_cases, jobs, chunksize=2):
+            cases += part
+    return cases
+
+
+def split_real(cases):
+    by_set: dict[str, list] = {}
+    for c in cases:
+        by_set.setdefault(c.source, []).append(c)
+    train, held = [], []
+    for items in by_set.values():
+        for i, c in enumerate(items):
+            (train if i % 2 == 0 else held).append(c)
+    return train, held
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=REPO / "Resources" / "Models" / "spinesegdiff-demo.zip")
+    p.add_argument("--work", type=Path, default=REPO / "out" / "demo-training")
+    p.add_argument("--phantoms", type=int, default=60, help="phantom patients for training (+ validation)")
+    p.add_argument("--test-phantoms", type=int, default=6, help="unseen phantom patients scored at the end")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--real", type=Path, default=REPO.parent / "shared" / "data" / "real")
+    p.add_argument("--real-cache", type=Path, default=None, help="grid cache (.npz) of the real folder")
+    p.add_argument("--no-real", action="store_true", help="train on phantoms only")
+    p.add_argument("--features", default="small")
+    p.add_argument("--image-channels", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--minutes", type=float, default=30.0, help="stop training after this wall time")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    p.add_argument("--eval-samples", type=int, default=5)
+    p.add_argument("--eval-steps", type=int, default=10)
+    args = p.parse_args()
+
+    from SpineSegDiffLib.training import TrainConfig, train
+    from SpineSegDiffLib.training_data import data_summary, load_folder, load_grid_cases
+
+    cfg = TrainConfig(features=args.features, image_channels=args.image_channels, epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, max_minutes=args.minutes, seed=args.seed,
+                      val_every=max(1, args.epochs // 20), model_id="spinesegdiff-demo",
+                      model_version="1.0.0", val_fraction=0.1)
+    spec = cfg.grid_spec()
+    t0 = time.time()
+    phantoms = make_phantoms(args.seed, args.phantoms, spec, args.workers)
+    print(f"{len(phantoms)} phantom volumes on the grid in {time.time() - t0:.0f} s", flush=True)
+    real_train, real_held = [], []
+    if not args.no_real:
+        if args.real_cache is not None:
+            real = load_grid_cases(args.real_cache)
+        else:
+            real = load_folder(args.real, spec)
+        real_train, real_held = split_real(real)
+    cases = phantoms + real_train
+    summary = data_summary(cases)
+    summary["phantom_seed"] = args.seed
+    summary["real_training_cases"] = [c.case_id for c in real_train]
+    summary["real_held_out_cases"] = [c.case_id for c in real_held]
+    result = train(cases, cfg, args.work, device=args.device, data_summary=summary,
+                   log=lambda m: print(m, flush=True))
+    print(f"trained in {result.seconds / 60:.1f} min", flush=True)
+
+    metrics = score_model(result.model_path, args, real_held)
+    from SpineSegDiffLib.modelfile import load_model_file, save_model
+
+    mf = load_model_file(result.model_path)
+    meta = dict(mf.metadata)
+    meta["metrics"] = {**meta.get("metrics", {}), **metrics}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_model(args.out, mf.state_dict, meta)
+    print(json.dumps(metrics, indent=2))
+    print(f"model written to {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def score_model(model_path: Path, args, real_held) -> dict:
+    """Dice on unseen phantoms (full volumes, input geometry) and on held-out real cases."""
+    import SimpleITK as sitk
+
+    from SpineSegDiffLib.evaluation import aggregate, score_case
+    from SpineSegDiffLib.inference import SegmentSettings, load_model, segment_image
+    from SpineSegDiffLib.phantom import generate_case
+    from SpineSegDiffLib.realdata import read_real_folder
+    from SpineSegDiffLib.spider import spider_to_semantic
+
+    model = load_model(model_path, args.device)
+    settings = SegmentSettings(samples=args.eval_samples, steps=args.eval_steps)
+    scored = []
+
+    def run(case_id, set_name, image, ref, annotated, body_only):
+        res = segment_image(image, model, settings)
+        probs = np.stack([sitk.GetArrayFromImage(p) for p in res.probabilities])
+        unc = np.stack([sitk.GetArrayFromImage(u) for u in res.structure_uncertainty])
+        scores = score_case(res.masks, probs, unc, ref, annotated, body_only,
+                            image.GetSpacing()[::-1], res.summary)
+        scored.append({"case": case_id, "set": set_name, "scores": scores,
+                       "seconds": res.summary["timings"]["total_s"]})
+        print(case_id, json.dumps(scores["structures"]), flush=True)
+
+    test_seed = args.seed + 1000  # never used for training
+    for i in range(args.test_phantoms):
+        case = generate_case(seed=test_seed, index=i)
+        ref = spider_to_semantic(sitk.GetArrayFromImage(case.mask))
+        for seq, image in case.images.items():
+            run(f"phantom{test_seed}_{i}_{seq}", "phantom", image, ref, np.ones(3, bool), False)
+    held_ids = {c.case_id for c in real_held}
+    if held_ids and args.real.is_dir():
+        for case in read_real_folder(args.real):
+            if case.case_id in held_ids:
+                image, semantic = case.load()
+                ann = np.array([k in case.annotated for k in ("spinal_canal", "vertebrae", "discs")])
+                run(case.case_id, f"real:{case.set}", image, sitk.GetArrayFromImage(semantic), ann, case.body_only)
+    return {"evaluation": aggregate(scored), "evaluation_settings": {"samples": args.eval_samples,
+                                                                     "steps": args.eval_steps},
+            "evaluated_cases": [c["case"] for c in scored]}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
