@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from typing import Sequence
 
@@ -37,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised where the process is, like KeyboardInterrupt."""
+
+
+def _terminate(signum, frame) -> None:
+    raise _Terminated()
+
+
 def _load(module_name: str):
     return importlib.import_module(f"SpineSegDiffLib.commands.{module_name}")
 
@@ -51,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         _load(COMMANDS[command][0]).configure_parser(sub_action.choices[command])
     args = parser.parse_args(argv)
+    # Cancel (from the Slicer module or a batch system) sends SIGTERM: turn it into an
+    # exception so the temporary-file clean-up in `finally` blocks runs before exit
+    signal.signal(signal.SIGTERM, _terminate)
     if args.command is None:
         parser.print_help()
         return 1
@@ -62,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; no partial output was kept", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("error: cancelled; no partial output was kept", file=sys.stderr)
+        return 143
     except MemoryError:
         print("error: out of memory; try fewer samples, fewer slices per batch or a smaller "
               "in-plane size", file=sys.stderr)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -225,7 +225,6 @@ def sample_ensemble(model: DiffUNet, image: torch.Tensor, samples: int, steps: i
     chunk = max(1, min(chunk or samples, samples))
     scheduler = make_scheduler(config)
     timesteps = set_sampling_timesteps(scheduler, steps)
-    first_fused = steps - fused_steps
     batch, device = image.shape[0], image.device
     if features is None:
         features = model.encode(image)
@@ -234,26 +233,55 @@ def sample_ensemble(model: DiffUNet, image: torch.Tensor, samples: int, steps: i
     chunks = [range(start, min(start + chunk, samples)) for start in range(0, samples, chunk)]
     total, done = len(chunks) * steps, 0
 
+    def after_call() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
     for members in chunks:
         # per-sample draws: sample s gets the same noise whatever the chunk size
         if initial_noise is not None:
             x_t = initial_noise[members.start:members.stop].to(device).reshape(-1, *shape[1:])
         else:
             x_t = torch.cat([_randn(shape, generator, device) for _ in members])
-        image_rows = image.repeat(len(members), 1, 1, 1)  # once per chunk, not per step
-        for index, t in enumerate(timesteps.tolist()):
-            logits = model.denoise(x_t, torch.tensor([t], device=device), image_rows, features)
-            probabilities = torch.sigmoid(logits.float())
-            x_t, _ = scheduler.step(2.0 * probabilities - 1.0, t, x_t)
-            if index >= first_fused:
-                sums.add(index - first_fused, probabilities.reshape(len(members), *shape))
-            done += 1
-            if progress is not None:
-                progress(done, total)
+        for fused_index, probabilities in denoise_trajectories(model, image, features, x_t, scheduler,
+                                                               fused_steps, after_call):
+            sums.add(fused_index, probabilities.reshape(len(members), *shape))
 
     statistics = sums.statistics()
     weights = fusion_weights(fused_steps).to(device)
-    # elementwise, not tensordot: autocast would turn a matmul into bfloat16/float16
-    fused = (weights.reshape(-1, 1, 1, 1, 1) * statistics.mean_probability).sum(0)
+    fused = fuse_steps(statistics.mean_probability, weights)
     return EnsembleResult(probabilities=fused, mask=fused > 0.5, statistics=statistics,
                           weights=weights, timesteps=timesteps)
+
+
+def fuse_steps(mean_probability: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted sum over the fused steps: (Ts, B, C, H, W) sample means -> (B, C, H, W)."""
+    weights = weights.to(mean_probability.device, torch.float32)
+    # elementwise, not tensordot: autocast would turn a matmul into bfloat16/float16
+    return (weights.reshape(-1, *[1] * (mean_probability.dim() - 1)) * mean_probability.float()).sum(0)
+
+
+def denoise_trajectories(model: DiffUNet, image: torch.Tensor, features: list[torch.Tensor],
+                         x_t: torch.Tensor, scheduler: DDIMScheduler, fused_steps: int,
+                         after_call: Callable[[], None] | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+    """Run DDIM from ``x_t`` (S * B rows, sample-major) for the scheduler's timesteps.
+
+    ``image`` and ``features`` are those of the B slices (features are broadcast over the
+    S samples). Yields ``(fused_index, probabilities)`` at each of the last
+    ``fused_steps`` steps: the sigmoid x0 probabilities (S * B, C, H, W), float32.
+    """
+    timesteps = scheduler.timesteps.tolist()
+    first_fused = len(timesteps) - min(fused_steps, len(timesteps))
+    device = x_t.device
+    rows = x_t.shape[0]
+    image_rows = image.repeat(rows // image.shape[0], 1, 1, 1)  # once, not per step
+    for index, t in enumerate(timesteps):
+        logits = model.denoise(x_t, torch.tensor([t], device=device), image_rows, features)
+        probabilities = torch.sigmoid(logits.float())
+        x_t, _ = scheduler.step(2.0 * probabilities - 1.0, t, x_t)
+        if after_call is not None:
+            after_call()
+        if index >= first_fused:
+            yield index - first_fused, probabilities

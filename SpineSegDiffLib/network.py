@@ -200,6 +200,10 @@ class DiffUNet(nn.Module):
         self.upcat_2 = TimeUpCat(f[2], f[1], f[1], temb_dim, act, norm, drop)
         self.upcat_1 = TimeUpCat(f[1], f[0], f[5], temb_dim, act, norm, drop, halves=False)
         self.final_conv = nn.Conv2d(f[5], config.num_classes, kernel_size=1)
+        # per-structure affine logit calibration (Platt scaling), fitted after training on
+        # held-out data (calibration.py); identity until then
+        self.register_buffer("logit_scale", torch.ones(config.num_classes))
+        self.register_buffer("logit_bias", torch.zeros(config.num_classes))
 
     def _check_image(self, image: torch.Tensor) -> None:
         if image.ndim != 4 or image.shape[1] != self.config.image_channels:
@@ -243,7 +247,8 @@ class DiffUNet(nn.Module):
         u = self.upcat_3(u, skips[2], temb)
         u = self.upcat_2(u, skips[1], temb)
         u = self.upcat_1(u, skips[0], temb)
-        return self.final_conv(u)
+        logits = self.final_conv(u)
+        return logits * self.logit_scale.view(1, -1, 1, 1) + self.logit_bias.view(1, -1, 1, 1)
 
     def forward(self, image: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         return self.denoise(x_t, t, image, self.encode(image))

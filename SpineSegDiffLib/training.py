@@ -19,7 +19,7 @@ import torch
 from SpineSegDiffLib import __version__
 from SpineSegDiffLib.atomic import atomic_path
 from SpineSegDiffLib.augment import random_affine, random_intensity
-from SpineSegDiffLib.devices import autocast_dtype, choose_device
+from SpineSegDiffLib.devices import autocast_context, choose_device
 from SpineSegDiffLib.errors import InputError
 from SpineSegDiffLib.evaluation import BODY_ONLY_FAR_MM
 from SpineSegDiffLib.geometry import GridSpec
@@ -52,6 +52,7 @@ class TrainConfig:
     default_steps: int = 10
     empty_slice_fraction: float = 0.1  # share of slices without any label kept per epoch
     augment: bool = True
+    calibrate: bool = True  # fit per-structure logit calibration on the validation slices
     max_minutes: float | None = None  # stop early (and save) after this wall time
     model_id: str = "spinesegdiff-custom"
     model_version: str = "0.1.0"
@@ -163,6 +164,29 @@ def init_distributed() -> DistInfo:
     return info
 
 
+class _BatchSource:
+    """Gathers training batches; on a GPU the whole slice set lives on the device, so
+    batches cost no host-to-device copies (the CPU would otherwise be the bottleneck)."""
+
+    def __init__(self, slices: SliceSet, device: torch.device) -> None:
+        self.device = device
+        self.on_device = device.type == "cuda"
+        if self.on_device:
+            self.inputs = torch.from_numpy(slices.inputs).to(device)
+            self.masks = torch.from_numpy(one_hot(slices.labels)).to(device=device, dtype=torch.uint8)
+            self.weights = torch.from_numpy(slices.weights).to(device)
+        else:
+            self.slices = slices
+
+    def get(self, sel: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.on_device:
+            idx = torch.from_numpy(np.asarray(sel)).to(self.device)
+            return self.inputs[idx], self.masks[idx].float(), self.weights[idx].float()
+        s = self.slices
+        return (torch.from_numpy(s.inputs[sel]), torch.from_numpy(one_hot(s.labels[sel])),
+                torch.from_numpy(s.weights[sel]).float())
+
+
 def _epoch_indices(slices: SliceSet, rng: np.random.Generator, empty_fraction: float) -> np.ndarray:
     labelled = np.nonzero(slices.has_label)[0]
     empty = np.nonzero(~slices.has_label)[0]
@@ -188,7 +212,7 @@ def validation_dice(network, slices: SliceSet, diffusion_cfg, samples: int, step
     network.eval()
     gen = torch.Generator(device="cpu").manual_seed(seed)
     idx = np.nonzero(slices.has_label)[0]
-    with torch.inference_mode(), _autocast(device):
+    with torch.inference_mode(), autocast_context(device):
         for start in range(0, len(idx), batch):
             sel = idx[start:start + batch]
             image = torch.from_numpy(slices.inputs[sel]).to(device)
@@ -207,18 +231,6 @@ def validation_dice(network, slices: SliceSet, diffusion_cfg, samples: int, step
     network.train()
     return {s.key: (float(2 * inter[i] / total[i]) if total[i] > 0 else float("nan"))
             for i, s in enumerate(STRUCTURES)}
-
-
-class _autocast:
-    def __init__(self, device: torch.device) -> None:
-        dtype = autocast_dtype(device)
-        self._ctx = torch.autocast(device.type, dtype=dtype) if dtype else None
-
-    def __enter__(self):
-        return self._ctx.__enter__() if self._ctx else None
-
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc) if self._ctx else False
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -285,8 +297,8 @@ def train(cases: list[GridCase], cfg: TrainConfig, out_dir: str | Path, device: 
             log(f"resumed from {ckpt_path} at epoch {start_epoch}")
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 31 + start_epoch + dist_info.rank)
 
+    batches = _BatchSource(train_set, dev)
     t_start = time.perf_counter()
-    amp = autocast_dtype(dev)
     network.train()
     stopped_early = False
     step = start_epoch * per_epoch
@@ -298,13 +310,11 @@ def train(cases: list[GridCase], cfg: TrainConfig, out_dir: str | Path, device: 
             sel = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             if len(sel) == 0:
                 sel = order[: cfg.batch_size]
-            image = torch.from_numpy(train_set.inputs[sel]).to(dev)
-            mask = torch.from_numpy(one_hot(train_set.labels[sel])).to(dev)
-            weights = torch.from_numpy(train_set.weights[sel]).to(dev).float()
+            image, mask, weights = batches.get(sel)
             if cfg.augment:
                 image, mask, weights = random_affine(image, mask, weights, gen)
                 image = random_intensity(image, gen)
-            with (torch.autocast(dev.type, dtype=amp) if amp else _autocast(torch.device("cpu"))):
+            with autocast_context(dev):
                 loss = diffusion_loss(model_for_loss, image, mask, channel_weight=weights,
                                       generator=gen, config=diff_cfg)["loss"]
             optimizer.zero_grad(set_to_none=True)
@@ -354,12 +364,24 @@ def train(cases: list[GridCase], cfg: TrainConfig, out_dir: str | Path, device: 
 
     seconds = elapsed_before + time.perf_counter() - t_start
     final_state = best_state if best_state is not None else {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    calibration = None
+    if dist_info.main and val_set is not None and cfg.calibrate:
+        from SpineSegDiffLib.calibration import calibrate
+
+        network.load_state_dict(final_state)
+        calibration = calibrate(network, val_set.inputs, one_hot(val_set.labels), val_set.weights,
+                                diff_cfg, dev, cfg.default_steps, cfg.fused_steps)
+        final_state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+        log("calibrated logits on the validation slices: BCE "
+            + " ".join(f"{a:.3f}->{b:.3f}" for a, b in zip(calibration["bce_before"], calibration["bce_after"])))
     metrics = {"validation_dice": history[-1].get("val_dice") if history else None,
                "best_validation_dice_mean": best if best >= 0 else None}
     model_path = out_dir / "model.zip"
     if dist_info.main:
         metadata = model_metadata(cfg, net_cfg, diff_cfg, data_summary or {}, history, seconds, dev,
                                   metrics, stopped_early, train_cases, val_cases)
+        if calibration is not None:
+            metadata["calibration"] = calibration
         save_model(model_path, {k: v.detach().cpu().contiguous() for k, v in final_state.items()}, metadata)
     if dist_info.world > 1:
         import torch.distributed as dist

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
 from SpineSegDiffLib.errors import InputError
 from SpineSegDiffLib.geometry import NORMALISED_CLIP, GridSpec, to_model_grid
 from SpineSegDiffLib.labels import STRUCTURES
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 
 

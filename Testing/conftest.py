@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("SPINESEGDIFF_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
+
+# Model downloads and the sample cache go to a throw-away folder, never the user's own
+# cache (the CLI subprocesses inherit this)
+os.environ.setdefault("SPINESEGDIFF_CACHE", tempfile.mkdtemp(prefix="ssd-test-cache-") + "/models")
 
 # The Slicer module's logic package lives beside the module file (Slicer's layout).
 sys.path.insert(0, str(REPO / "SpineSegDiff"))

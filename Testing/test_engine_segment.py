@@ -76,10 +76,13 @@ def test_same_seed_same_result_and_batch_size_does_not_matter(cli, tmp_path, pha
     for i, batch in enumerate((1, 64)):
         seg = tmp_path / f"seg{i}.nii.gz"
         r = cli("segment", _phantom_image(phantom_folder), "--model", tiny_model, "--samples", 2, "--steps", 2,
-                "--output-uncertainty", seg, "--batch-slices", batch, "--progress", "none", "--device", "cpu")
+                "--output-uncertainty", seg, "--batch-slices", batch, "--no-cache", "--progress", "none",
+                "--device", "cpu")
         assert r.returncode == 0, r.stderr
         outs.append(sitk.GetArrayFromImage(sitk.ReadImage(str(seg))))
-    np.testing.assert_allclose(outs[0], outs[1], atol=1e-4)
+    # probabilities are kept as 8-bit levels per sample (see sample_cache), so another
+    # batching may move a value by a level's rounding, never more
+    np.testing.assert_allclose(outs[0], outs[1], atol=2e-3)
 
 
 def test_batch_folder_mode_resumes(cli, tmp_path, phantom_folder, tiny_model):
@@ -149,3 +152,30 @@ def test_truncated_model_is_refused_with_its_name(tmp_path, phantom_folder, tiny
     truncated.write_bytes(Path(tiny_model).read_bytes()[:-500])
     r = _cli_segment(_phantom_image(phantom_folder), truncated, out / "seg.nii.gz")
     _assert_clean_failure(r, out, "truncated.zip")
+
+
+def test_sigterm_cancels_cleanly_without_partial_files(tmp_path, phantom_folder, tiny_model):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    out = tmp_path / "out"
+    out.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "SpineSegDiffLib", "segment", str(_phantom_image(phantom_folder)),
+                             "--model", str(tiny_model), "--samples", "8", "--steps", "30", "--no-cache",
+                             "--output-segmentation", str(out / "seg.nii.gz"), "--progress", "json",
+                             "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    first = proc.stdout.readline()  # the engine is running once it reports progress
+    assert first.startswith("{"), proc.stderr.read()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "error: cancelled; no partial output was kept"
+    assert "Traceback" not in err
+    assert list(out.iterdir()) == []

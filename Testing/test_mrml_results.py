@@ -173,7 +173,12 @@ def test_segments_have_names_colours_ids_and_slicer_terminology(tmp_path):
     case = make_case(tmp_path)
     kit = make_scene()
     volume = volumes.load_volume(kit.scene, case.image_path)
-    segmentation = import_case(kit, volume, case).segmentation_node.GetSegmentation()
+    assert_project_segments(import_case(kit, volume, case).segmentation_node)
+
+
+def assert_project_segments(segmentation_node) -> None:
+    """One segment per structure with the project's id, name, colour and terminology."""
+    segmentation = segmentation_node.GetSegmentation()
     assert sorted(segmentation.GetSegmentIDs()) == sorted(s.key for s in STRUCTURES)
     for s in STRUCTURES:
         segment = segmentation.GetSegment(s.key)

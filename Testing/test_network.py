@@ -118,7 +118,8 @@ def test_parameter_count_and_size_follow_the_presets():
         sizes[name] = (count_parameters(model), estimate_size_mb(model))
     assert sizes["tiny"][0] < sizes["small"][0] < sizes["paper"][0]
     for count, megabytes in sizes.values():
-        # float32 weights; instance norm with affine=True keeps no running buffers
-        assert megabytes == pytest.approx(4 * count / 1e6)
+        # float32 weights plus the two calibration buffers (scale, bias per structure);
+        # instance norm with affine=True keeps no running buffers
+        assert megabytes == pytest.approx(4 * (count + 2 * 3) / 1e6)
     half = DiffUNet(NetworkConfig(features=TINY_FEATURES)).half()
     assert estimate_size_mb(half) == pytest.approx(sizes["tiny"][1] / 2)

@@ -18,7 +18,6 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE_DIR = REPO / "SpineSegDiff"

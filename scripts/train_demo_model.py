@@ -78,7 +78,13 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--real", type=Path, default=REPO.parent / "shared" / "data" / "real")
     p.add_argument("--real-cache", type=Path, default=None, help="grid cache (.npz) of the real folder")
+    p.add_argument("--real-train-cache", type=Path, default=None,
+                   help="grid cache (.npz) holding only the real cases to train on (all of them are used)")
     p.add_argument("--no-real", action="store_true", help="train on phantoms only")
+    p.add_argument("--calibrate-only", type=Path, default=None,
+                   help="skip training: fit the logit calibration of this model file on fresh phantoms, then score it")
+    p.add_argument("--score-only", type=Path, default=None,
+                   help="skip training: score this model file and write it with the scores to --out")
     p.add_argument("--features", default="small")
     p.add_argument("--image-channels", type=int, default=1)
     p.add_argument("--epochs", type=int, default=200)
@@ -99,16 +105,20 @@ def main() -> int:
                       val_every=max(1, args.epochs // 20), model_id="spinesegdiff-demo",
                       model_version="1.0.0", val_fraction=0.1)
     spec = cfg.grid_spec()
+    if args.calibrate_only is not None:
+        return calibrate_model_file(args.calibrate_only, args, cfg)
+    if args.score_only is not None:
+        return rescore(args.score_only, args)
     t0 = time.time()
     phantoms = make_phantoms(args.seed, args.phantoms, spec, args.workers)
     print(f"{len(phantoms)} phantom volumes on the grid in {time.time() - t0:.0f} s", flush=True)
     real_train, real_held = [], []
     if not args.no_real:
-        if args.real_cache is not None:
-            real = load_grid_cases(args.real_cache)
+        if args.real_train_cache is not None:
+            real_train = load_grid_cases(args.real_train_cache)
         else:
-            real = load_folder(args.real, spec)
-        real_train, real_held = split_real(real)
+            real = load_grid_cases(args.real_cache) if args.real_cache is not None else load_folder(args.real, spec)
+            real_train, real_held = split_real(real)
     cases = phantoms + real_train
     summary = data_summary(cases)
     summary["phantom_seed"] = args.seed
@@ -118,10 +128,18 @@ def main() -> int:
                    log=lambda m: print(m, flush=True))
     print(f"trained in {result.seconds / 60:.1f} min", flush=True)
 
-    metrics = score_model(result.model_path, args, real_held)
+    return rescore(result.model_path, args, real_held)
+
+
+def rescore(model_path: Path, args, real_held=None) -> int:
+    """Score a trained model and write it, with its scores in model.json, to --out."""
     from SpineSegDiffLib.modelfile import load_model_file, save_model
 
-    mf = load_model_file(result.model_path)
+    mf = load_model_file(model_path)
+    if real_held is None:  # the cases the model did not train on, from its own record
+        trained = set(mf.metadata["training"]["data"].get("real_training_cases", []))
+        real_held = [c for c in _real_cases(args.real) if c.case_id not in trained]
+    metrics = score_model(model_path, args, real_held)
     meta = dict(mf.metadata)
     meta["metrics"] = {**meta.get("metrics", {}), **metrics}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +147,51 @@ def main() -> int:
     print(json.dumps(metrics, indent=2))
     print(f"model written to {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")
     return 0
+
+
+def calibrate_model_file(path: Path, args, cfg) -> int:
+    """Fit the logit calibration on phantoms of a seed used neither for training nor scoring."""
+    import torch
+
+    from SpineSegDiffLib.calibration import calibrate
+    from SpineSegDiffLib.devices import choose_device
+    from SpineSegDiffLib.diffusion import DiffusionConfig
+    from SpineSegDiffLib.modelfile import load_model_file, save_model
+    from SpineSegDiffLib.network import DiffUNet, NetworkConfig
+    from SpineSegDiffLib.training import SliceSet
+    from SpineSegDiffLib.training_data import one_hot
+
+    mf = load_model_file(path)
+    meta = dict(mf.metadata)
+    net = DiffUNet(NetworkConfig.from_dict(meta["architecture"]))
+    state = dict(mf.state_dict)
+    state.setdefault("logit_scale", torch.ones(3))  # files written before calibration existed
+    state.setdefault("logit_bias", torch.zeros(3))
+    net.load_state_dict(state)
+    dev, _ = choose_device(args.device)
+    net.to(dev)
+    from SpineSegDiffLib.geometry import GridSpec
+
+    spec = GridSpec(**meta["preprocessing"]["grid"])
+    seed = args.seed + 2000
+    cases = make_phantoms(seed, 8, spec, args.workers)
+    val = SliceSet.from_cases(cases, int(meta["architecture"].get("image_channels", 1)), spec.spacing_mm)
+    diff = DiffusionConfig.from_dict(meta["diffusion"])
+    record = calibrate(net, val.inputs, one_hot(val.labels), val.weights, diff, dev,
+                       diff.sampling_steps, diff.fused_steps)
+    record["data"] = f"8 phantom patients (t1+t2), seed {seed}"
+    meta["calibration"] = record
+    print(json.dumps(record, indent=2), flush=True)
+    tmp = args.work / "calibrated.zip"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    save_model(tmp, {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, meta)
+    return rescore(tmp, args)
+
+
+def _real_cases(folder: Path):
+    from SpineSegDiffLib.realdata import read_real_folder
+
+    return read_real_folder(folder) if (folder / "cases.csv").is_file() else []
 
 
 def score_model(model_path: Path, args, real_held) -> dict:

@@ -30,6 +30,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", type=Path, help="batch mode (IMAGE is a folder): one set of outputs per image here; finished cases are skipped")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "gpu", "mps", "cpu"], help="where the network runs")
     p.add_argument("--batch-slices", type=int, default=None, help="slices per network batch (default: from free memory)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="do not read or keep drawn samples in the per-user sample cache "
+                        "(by default changing only --samples reuses the samples already drawn)")
     p.add_argument("--progress", default="bar", choices=["bar", "json", "none"], help="progress display: bar on stderr, JSON lines on stdout, or none")
 
 
@@ -85,7 +88,8 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
                                steps=args.steps or model.default("steps", 10),
                                fused_steps=args.fused_steps, seed=args.seed,
                                batch_slices=args.batch_slices,
-                               extras=outputs.get("extras") is not None)
+                               extras=outputs.get("extras") is not None,
+                               cache=not args.no_cache)
     result = segment_image(image, model, settings,
                            lambda stage, f, msg="", **kw: progress.update(stage, start + (end - start) * f, msg, **kw),
                            input_name=str(image_path))
@@ -161,6 +165,10 @@ def _print_summary(summary: dict) -> None:
     s = summary["settings"]
     print(f"segmented {summary['input']} with {s['samples']} samples x {s['steps']} steps "
           f"on {s['device']} in {summary['timings']['total_s']:.1f} s")
+    cache = summary.get("cache", {})
+    if cache.get("samples_from_cache"):
+        print(f"  {cache['samples_from_cache']} sample(s) reused from the sample cache, "
+              f"{cache['samples_computed']} computed")
     for key, entry in summary["structures"].items():
         print(f"  {entry['name']:<22} {entry['volume_ml']:8.1f} ml   mean uncertainty {entry['mean_uncertainty']:.3f}")
     for note in summary.get("notes", []):

@@ -1,0 +1,133 @@
+"""`spinesegdiff train` and `evaluate` as real subprocesses, and the pieces they rely on."""
+
+from __future__ import annotations
+
+import json
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from SpineSegDiffLib.modelfile import load_model_file
+
+TINY = ("--features", "tiny", "--grid-size", "64", "--grid-spacing-mm", "4", "--batch-size", "8",
+        "--val-steps", "2", "--device", "cpu", "--progress", "none")
+
+
+def test_train_writes_a_loadable_model_and_resumes(cli, tmp_path, phantom_folder):
+    out = tmp_path / "run"
+    r = cli("train", phantom_folder, "--out", out, "--epochs", "1", "--val-fraction", "0.5", *TINY)
+    assert r.returncode == 0, r.stderr
+    first = load_model_file(out / "model.zip").metadata
+    assert first["training"]["epochs_run"] == 1
+    assert set(first["training"]["history"][0]["val_dice"]) == {"spinal_canal", "vertebrae", "discs"}
+    # patient-wise split: t1 and t2 of a patient are on the same side
+    train_ids, val_ids = first["training"]["train_cases"], first["training"]["validation_cases"]
+    assert {c.split("_")[0] for c in train_ids}.isdisjoint({c.split("_")[0] for c in val_ids})
+
+    r = cli("train", phantom_folder, "--out", out, "--epochs", "2", "--val-fraction", "0.5", "--resume", *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "resumed" in r.stderr
+    second = load_model_file(out / "model.zip").metadata
+    assert [h["epoch"] for h in second["training"]["history"]] == [1, 2]
+    # loading never unpickles: the model file holds JSON and safetensors only
+    assert sorted(zipfile.ZipFile(out / "model.zip").namelist()) == ["model.json", "weights.safetensors"]
+
+
+def test_train_refuses_a_folder_it_cannot_read(cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = cli("train", tmp_path / "empty", "--out", tmp_path / "run", *TINY)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "run" / "model.zip").exists()
+
+
+def test_train_runs_under_torchrun_with_two_processes(tmp_path, phantom_folder):
+    import os
+    import subprocess
+
+    from conftest import REPO
+
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                        "--master_port", "29533", "-m", "SpineSegDiffLib", "train", str(phantom_folder),
+                        "--out", str(tmp_path / "ddp"), "--epochs", "1", "--val-fraction", "0.5", *TINY],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = load_model_file(tmp_path / "ddp" / "model.zip").metadata
+    assert meta["training"]["epochs_run"] == 1
+
+
+def test_evaluate_writes_json_markdown_and_pngs(cli, tmp_path, phantom_folder, tiny_model):
+    out = tmp_path / "report"
+    r = cli("evaluate", "--model", tiny_model, "--data", phantom_folder, "--out", out, "--samples", "1",
+            "--steps", "2", "--sequences", "t2", "--device", "cpu", "--progress", "none")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "evaluation.json").read_text())
+    assert len(report["cases"]) == 2
+    for case in report["cases"]:
+        assert (out / case["png"]).stat().st_size > 1000
+        for key in ("spinal_canal", "vertebrae", "discs"):
+            dice = case["scores"]["structures"][key]["dice"]
+            assert dice is None or 0.0 <= dice <= 1.0
+    md = (out / "report.md").read_text()
+    assert "| spider | 2 |" in md and all(c["png"] in md for c in report["cases"])
+
+
+def test_evaluate_scores_vertebral_body_only_cases_as_recall(cli, tmp_path, tiny_model, real_data_dir):
+    out = tmp_path / "report"
+    r = cli("evaluate", "--model", tiny_model, "--data", real_data_dir, "--cases", "VB3_01,IVD_11",
+            "--out", out, "--samples", "1", "--steps", "1", "--device", "cpu", "--progress", "none")
+    assert r.returncode == 0, r.stderr
+    cases = {c["case"]: c["scores"]["structures"] for c in json.loads((out / "evaluation.json").read_text())["cases"]}
+    assert set(cases["VB3_01"]) == {"vertebrae"} and "recall" in cases["VB3_01"]["vertebrae"]
+    assert "dice" not in cases["VB3_01"]["vertebrae"]
+    assert set(cases["IVD_11"]) == {"discs"} and "dice" in cases["IVD_11"]["discs"]
+
+
+def test_partial_label_weights_ignore_unlabelled_structures_and_posterior_elements():
+    from SpineSegDiffLib.training import loss_weights
+
+    labels = np.zeros((2, 64, 64), np.uint8)
+    labels[:, 20:30, 20:30] = 2  # a vertebral body
+    annotated = np.array([[False, True, False], [True, True, True]])
+    w = loss_weights(labels, annotated, np.array([True, False]), spacing_mm=2.0)
+    assert w[0, 0].max() == 0 and w[0, 2].max() == 0  # canal and discs not annotated
+    assert w[0, 1, 25, 25] == 1  # labelled body voxels count
+    assert w[0, 1, 25, 45] == 0  # 30-40 mm behind the body: posterior elements, unknown
+    assert w[0, 1, 63, 63] == 1  # ~96 mm from the body: no vertebra there, counts as background
+    assert w[1].min() == 1  # a fully labelled slice weighs everything
+
+
+def test_grid_cache_round_trip(tmp_path, phantom_folder):
+    from SpineSegDiffLib.geometry import GridSpec
+    from SpineSegDiffLib.training_data import load_folder, load_grid_cases, save_grid_cases
+
+    cases = load_folder(phantom_folder, GridSpec(spacing_mm=4.0, size=64))
+    save_grid_cases(tmp_path / "cache.npz", cases)
+    back = load_grid_cases(tmp_path / "cache.npz")
+    assert [c.case_id for c in back] == [c.case_id for c in cases]
+    for a, b in zip(cases, back):
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_array_equal(a.annotated, b.annotated)
+        assert np.abs(a.slices - b.slices).max() <= 1.5 / 255 / 2 + 1e-6  # 8-bit over the clip range
+
+
+@pytest.mark.parametrize("shift", [3, 6])
+def test_metrics_on_known_geometry(shift):
+    from SpineSegDiffLib.evaluation import auroc, dice, expected_calibration_error, hd95
+
+    ref = np.zeros((20, 40, 40), bool)
+    ref[5:15, 10:30, 10:30] = True
+    pred = np.roll(ref, shift, axis=2)
+    overlap = (20 - shift) / 20
+    assert dice(pred, ref) == pytest.approx(overlap)
+    assert hd95(pred, ref, (1.0, 1.0, 2.0)) == pytest.approx(2.0 * shift, abs=1e-6)
+    err = pred != ref
+    assert auroc(err.astype(float) + 0.01, err) == pytest.approx(1.0)
+    p = np.full(10000, 0.3)
+    y = np.zeros(10000, bool)
+    y[:3000] = True
+    assert expected_calibration_error(p, y) == pytest.approx(0.0, abs=1e-4)
+    assert expected_calibration_error(np.full(10000, 0.9), y) == pytest.approx(0.6, abs=1e-4)
