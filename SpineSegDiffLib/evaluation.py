@@ -41,10 +41,14 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing_zyx: tuple[float, float, flo
         return math.nan
     from monai.metrics import compute_hausdorff_distance
 
+    import warnings
+
     p = torch.from_numpy(pred[None, None].astype(np.uint8))
     r = torch.from_numpy(ref[None, None].astype(np.uint8))
-    value = compute_hausdorff_distance(p, r, include_background=True, percentile=95,
-                                       spacing=list(spacing_zyx))
+    with warnings.catch_warnings():  # MONAI warns about its own internal argument
+        warnings.simplefilter("ignore", FutureWarning)
+        value = compute_hausdorff_distance(p, r, include_background=True, percentile=95,
+                                           spacing=list(spacing_zyx))
     return float(value.reshape(-1)[0])
 
 

@@ -15,7 +15,13 @@ want="$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | c
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
-echo "[setup] installing pinned dependencies (first run takes about a minute)"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+echo "[setup] installing pinned dependencies (first run takes about a minute; log: .venv/setup.log)"
+# pip's chatter goes to a log; on failure the log's end is shown
+if ! { .venv/bin/python -m pip install --disable-pip-version-check -r requirements-dev.txt &&
+       .venv/bin/python -m pip install --disable-pip-version-check --no-deps --no-build-isolation -e . ; } \
+     > .venv/setup.log 2>&1; then
+  tail -n 30 .venv/setup.log >&2
+  echo "[setup] failed: see $root/.venv/setup.log" >&2
+  exit 1
+fi
 echo "$want" > "$stamp"
