@@ -20,7 +20,7 @@ import SimpleITK as sitk
 import torch
 
 from SpineSegDiffLib import __version__
-from SpineSegDiffLib.devices import autocast_dtype, choose_device, is_out_of_memory
+from SpineSegDiffLib.devices import autocast_context, autocast_dtype, choose_device, is_out_of_memory
 from SpineSegDiffLib.errors import InputError
 from SpineSegDiffLib.geometry import GridSpec, ModelGrid, to_model_grid
 from SpineSegDiffLib.labels import NUM_CLASSES, STRUCTURES
@@ -194,11 +194,6 @@ def batch_plan(model: LoadedModel, n_slices: int, size: int, batch_slices: int |
     return slices_per_call, samples_per_call
 
 
-def default_batch_slices(model: LoadedModel, n_slices: int, size: int) -> int:
-    """Slices per network call of ``batch_plan``."""
-    return batch_plan(model, n_slices, size)[0]
-
-
 @dataclass
 class DrawnSamples:
     """Per-sample probabilities at the fused steps, as uint8 levels."""
@@ -248,7 +243,7 @@ def draw_samples(model: LoadedModel, slices: np.ndarray, settings: SegmentSettin
                 progress(shown, f"slices {_start + 1}-{_stop} of {n}")
 
         try:
-            with torch.inference_mode(), _autocast(device):
+            with torch.inference_mode(), autocast_context(device):
                 image = inputs[start:stop].to(device)
                 features = model.network.encode(image)  # once per slice, for all samples and steps
                 for members in groups:
@@ -353,18 +348,6 @@ def starting_noise(seed: int, samples: int | range, slice_indices: range,
             g = torch.Generator().manual_seed(((seed * 1_000_003 + i) * 1009 + s) % (2 ** 63))
             out[k, j] = torch.randn(shape, generator=g)
     return out
-
-
-class _autocast:
-    def __init__(self, device: torch.device) -> None:
-        dtype = autocast_dtype(device)
-        self._ctx = torch.autocast(device.type, dtype=dtype) if dtype else None
-
-    def __enter__(self):
-        return self._ctx.__enter__() if self._ctx else None
-
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc) if self._ctx else False
 
 
 def _warn(message: str) -> None:
@@ -523,13 +506,3 @@ def _box_around(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
         hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
         box.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + margin + 1, mask.shape[axis])))
     return tuple(box)
-
-
-def dice_per_structure(masks: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """Dice of (C, ...) bool masks against a labelmap with values 1..C."""
-    out = {}
-    for s in STRUCTURES:
-        p, g = masks[s.value - 1], reference == s.value
-        denom = p.sum() + g.sum()
-        out[s.key] = float(2.0 * np.logical_and(p, g).sum() / denom) if denom else math.nan
-    return out
