@@ -240,7 +240,7 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 def train(cases: list[GridCase], cfg: TrainConfig, out_dir: str | Path, device: str = "auto",
           resume: bool = False, progress=None, data_summary: dict | None = None,
-          log: Callable[[str], None] = print) -> TrainResult:
+          log: Callable[[str], None] = print, init_state: dict | None = None) -> TrainResult:
     """Train a model on `cases` (already on the model grid) and write `out_dir/model.zip`."""
     from SpineSegDiffLib.diffusion import DiffusionConfig, diffusion_loss
     from SpineSegDiffLib.modelfile import save_model
@@ -267,7 +267,11 @@ def train(cases: list[GridCase], cfg: TrainConfig, out_dir: str | Path, device: 
     net_cfg = NetworkConfig(image_channels=cfg.image_channels, num_classes=NUM_CLASSES,
                             features=cfg.feature_widths())
     diff_cfg = DiffusionConfig(sampling_steps=cfg.default_steps, fused_steps=cfg.fused_steps)
-    network = DiffUNet(net_cfg).to(dev)
+    network = DiffUNet(net_cfg)
+    if init_state is not None:  # fine-tuning: start from these weights, calibration reset
+        network.load_state_dict({**init_state, "logit_scale": torch.ones(NUM_CLASSES),
+                                 "logit_bias": torch.zeros(NUM_CLASSES)})
+    network = network.to(dev)
     model_for_loss = network
     if dist_info.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP

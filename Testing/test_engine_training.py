@@ -131,3 +131,25 @@ def test_metrics_on_known_geometry(shift):
     y[:3000] = True
     assert expected_calibration_error(p, y) == pytest.approx(0.0, abs=1e-4)
     assert expected_calibration_error(np.full(10000, 0.9), y) == pytest.approx(0.6, abs=1e-4)
+
+
+def test_fine_tuning_starts_from_the_given_weights(tmp_path, phantom_folder, tiny_model):
+    import torch
+
+    from engine_fixtures import TINY_GRID
+    from SpineSegDiffLib.training import TrainConfig, train
+    from SpineSegDiffLib.training_data import load_folder
+
+    start = load_model_file(tiny_model).state_dict
+    start["logit_scale"] = torch.full_like(start["logit_scale"], 3.0)  # as if calibrated
+    cfg = TrainConfig(features="tiny", epochs=1, batch_size=8, val_fraction=0.5, lr=1e-12, augment=False,
+                      calibrate=False, **TINY_GRID)
+    cases = load_folder(phantom_folder, cfg.grid_spec())
+    result = train(cases, cfg, tmp_path / "ft", device="cpu", log=lambda m: None, init_state=start)
+    tuned = load_model_file(result.model_path).state_dict
+    # a vanishing learning rate keeps the weights where they started; calibration is reset
+    for key, value in start.items():
+        if key in ("logit_scale", "logit_bias"):
+            continue
+        torch.testing.assert_close(tuned[key], value, atol=1e-6, rtol=0)
+    assert torch.equal(tuned["logit_scale"], torch.ones_like(tuned["logit_scale"]))

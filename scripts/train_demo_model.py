@@ -85,6 +85,7 @@ def main() -> int:
                    help="skip training: fit the logit calibration of this model file on fresh phantoms, then score it")
     p.add_argument("--score-only", type=Path, default=None,
                    help="skip training: score this model file and write it with the scores to --out")
+    p.add_argument("--init", type=Path, default=None, help="fine-tune: start from this model file's weights")
     p.add_argument("--features", default="small")
     p.add_argument("--image-channels", type=int, default=1)
     p.add_argument("--epochs", type=int, default=200)
@@ -124,8 +125,14 @@ def main() -> int:
     summary["phantom_seed"] = args.seed
     summary["real_training_cases"] = [c.case_id for c in real_train]
     summary["real_held_out_cases"] = [c.case_id for c in real_held]
+    init_state = None
+    if args.init is not None:
+        from SpineSegDiffLib.modelfile import load_model_file
+
+        init_state = load_model_file(args.init).state_dict
+        summary["initialised_from"] = str(args.init.name)
     result = train(cases, cfg, args.work, device=args.device, data_summary=summary,
-                   log=lambda m: print(m, flush=True))
+                   log=lambda m: print(m, flush=True), init_state=init_state)
     print(f"trained in {result.seconds / 60:.1f} min", flush=True)
 
     return rescore(result.model_path, args, real_held)
