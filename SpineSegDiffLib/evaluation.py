@@ -24,6 +24,8 @@ from SpineSegDiffLib.labels import STRUCTURES
 # beyond this distance from a labelled vertebral body no part of a vertebra can lie
 # (pedicles, laminae and spinous processes included); shared with the training loss
 BODY_ONLY_FAR_MM = 70.0
+_VERTEBRA = next(s.value for s in STRUCTURES if s.key == "vertebrae")
+_DISC_INDEX = next(i for i, s in enumerate(STRUCTURES) if s.key == "discs")
 
 
 def _nan_to_none(v: float) -> float | None:
@@ -74,13 +76,49 @@ def expected_calibration_error(prob: np.ndarray, ref: np.ndarray, bins: int = 15
     return float(metric(p, r).reshape(-1)[0])
 
 
+def score_result(result, reference: np.ndarray, annotated: np.ndarray, body_only: bool) -> dict:
+    """All scores of a ``segment_image`` result against a labelmap on the input grid."""
+    import SimpleITK as sitk
+
+    probs = np.stack([sitk.GetArrayFromImage(p) for p in result.probabilities])
+    unc = np.stack([sitk.GetArrayFromImage(u) for u in result.structure_uncertainty])
+    regions = body_only_regions(result.grid, reference) if body_only else None
+    spacing_zyx = tuple(result.labelmap.GetSpacing()[::-1])
+    return score_case(result.masks, probs, unc, reference, annotated, body_only, spacing_zyx,
+                      result.summary, regions)
+
+
+def body_only_regions(grid, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Disc spaces and prevertebral region of a body-only reference, on the input grid.
+
+    Found slice by slice on the model grid, where rows and columns have a known
+    anatomical direction whatever the input's orientation (see ``body_only``).
+    """
+    import SimpleITK as sitk
+
+    from SpineSegDiffLib.body_only import volume_regions
+
+    g = grid.input_geometry
+    body = sitk.GetImageFromArray((reference == _VERTEBRA).astype(np.uint8))
+    body.SetOrigin(g["origin"])
+    body.SetSpacing(g["spacing"])
+    body.SetDirection(g["direction"])
+    spacing = grid.grid_image.GetSpacing()[0]
+    gaps, front = volume_regions(grid.labels_to_grid(body) > 0, (spacing, spacing))
+    back = [sitk.GetArrayFromImage(grid.to_input_geometry(r.astype(np.uint8), "nearest")) > 0 for r in (gaps, front)]
+    return back[0] & (reference == 0), back[1] & (reference == 0)
+
+
 def score_case(masks: np.ndarray, probabilities: np.ndarray, uncertainty: np.ndarray,
                reference: np.ndarray, annotated: np.ndarray, body_only: bool,
-               spacing_zyx: tuple[float, float, float], summary: dict | None = None) -> dict:
+               spacing_zyx: tuple[float, float, float], summary: dict | None = None,
+               regions: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """All scores of one case on the input grid.
 
     masks, probabilities, uncertainty: (C, z, y, x); reference: labelmap (z, y, x);
-    annotated: (C,) bool of structures the reference labels.
+    annotated: (C,) bool of structures the reference labels; regions: the disc spaces
+    and prevertebral region of a body-only reference (``body_only_regions``), scored
+    as the share of each that the prediction wrongly calls vertebra.
     """
     out: dict = {"structures": {}}
     region_all = np.zeros(reference.shape, dtype=bool)
@@ -100,6 +138,16 @@ def score_case(masks: np.ndarray, probabilities: np.ndarray, uncertainty: np.nda
                 far = ndimage.distance_transform_edt(~ref, sampling=spacing_zyx) > BODY_ONLY_FAR_MM
                 entry["far_false_positive_share"] = _nan_to_none(float((pred & far).sum() / pred.sum()))
             out["structures"][s.key] = entry
+            if regions is not None:
+                for name, region in zip(("disc_space_false_positive_share", "prevertebral_false_positive_share"),
+                                        regions):
+                    if region.any():
+                        entry[name] = _nan_to_none(float((pred & region).sum() / region.sum()))
+                gaps = regions[0]
+                if gaps.any() and not annotated[_DISC_INDEX]:
+                    out["structures"]["discs"] = {
+                        "disc_space_recall": _nan_to_none(float((masks[_DISC_INDEX] & gaps).sum() / gaps.sum())),
+                        "scored_as": "share of the gaps between labelled vertebral bodies predicted as disc"}
             continue
         entry["dice"] = _nan_to_none(dice(pred, ref))
         entry["hd95_mm"] = _nan_to_none(hd95(pred, ref, spacing_zyx))
@@ -124,6 +172,11 @@ def score_case(masks: np.ndarray, probabilities: np.ndarray, uncertainty: np.nda
     return out
 
 
+AGGREGATED_METRICS = ("dice", "recall", "far_false_positive_share", "disc_space_false_positive_share",
+                      "prevertebral_false_positive_share", "disc_space_recall", "hd95_mm",
+                      "uncertainty_auroc", "ece")
+
+
 def aggregate(cases: list[dict]) -> dict:
     """Mean of every per-structure score over cases, grouped by data set."""
     groups: dict[str, list[dict]] = {}
@@ -133,7 +186,7 @@ def aggregate(cases: list[dict]) -> dict:
     for name, items in groups.items():
         g: dict = {"cases": len(items), "structures": {}}
         for s in STRUCTURES:
-            for metric in ("dice", "recall", "far_false_positive_share", "hd95_mm", "uncertainty_auroc", "ece"):
+            for metric in AGGREGATED_METRICS:
                 vals = [c["scores"]["structures"].get(s.key, {}).get(metric) for c in items]
                 vals = [v for v in vals if v is not None]
                 if vals:

@@ -41,13 +41,43 @@ def _fmt(v) -> str:
     return "–" if v is None else f"{v:.3f}"
 
 
+def _cell(e: dict) -> str:
+    if e.get("dice") is not None:
+        return _fmt(e["dice"])
+    if "recall" in e:
+        return _fmt(e["recall"]) + " (recall)"
+    if "disc_space_recall" in e:
+        return _fmt(e["disc_space_recall"]) + " (disc spaces)"
+    return "–"
+
+
+def _body_only_table(aggregate: dict) -> list[str]:
+    """Over-segmentation on body-only sets, which recall alone would hide."""
+    rows = []
+    for name, g in aggregate.items():
+        v = g["structures"].get("vertebrae", {})
+        if "disc_space_false_positive_share" in v or "prevertebral_false_positive_share" in v:
+            rows.append(f"| {name} | {_fmt(v.get('disc_space_false_positive_share'))} | "
+                        f"{_fmt(v.get('prevertebral_false_positive_share'))} | "
+                        f"{_fmt(v.get('far_false_positive_share'))} |")
+    if not rows:
+        return []
+    return ["", "## Vertebrae where the body-only labels rule them out", "",
+            "Share of each region predicted as vertebra (lower is better): the disc spaces between "
+            "labelled bodies, the prevertebral region (> 5 mm in front of the bodies), and the predicted "
+            "vertebra voxels > 70 mm from any body (share of the prediction).", "",
+            "| set | disc spaces | prevertebral | far from bodies |", "|---|---|---|---|"] + rows
+
+
 def markdown_report(report: dict) -> str:
     lines = ["# SpineSegDiff evaluation", "",
              f"Model `{report['model'].get('id')}` {report['model'].get('version')}, "
              f"{report['settings']['samples']} samples × {report['settings']['steps']} DDIM steps "
              f"on {report['settings']['device']}.", "",
              "Vertebral-body-only references are scored as recall (fraction of labelled body "
-             "voxels covered); other structures by Dice. Unlabelled structures are not scored.", "",
+             "voxels covered); the gaps between two labelled bodies are disc spaces, scored as the "
+             "share predicted as disc (disc spaces) — other structures by Dice. Unlabelled "
+             "structures are not scored.", "",
              "## Per data set", "",
              "| set | cases | " + " | ".join(f"{s.key} Dice/recall" for s in STRUCTURES)
              + " | uncertainty AUROC | most uncertain = worst |",
@@ -56,10 +86,10 @@ def markdown_report(report: dict) -> str:
         cells = []
         for s in STRUCTURES:
             e = g["structures"].get(s.key, {})
-            v = e.get("dice", e.get("recall"))
-            cells.append(_fmt(v) + (" (recall)" if "recall" in e and "dice" not in e else ""))
+            cells.append(_cell(e))
         lines.append(f"| {name} | {g['cases']} | " + " | ".join(cells)
                      + f" | {_fmt(g.get('uncertainty_auroc'))} | {_fmt(g.get('most_uncertain_is_worst_rate'))} |")
+    lines += _body_only_table(report["aggregate"])
     lines += ["", "## Per case", "",
               "| case | set | " + " | ".join(s.key for s in STRUCTURES) + " | HD95 mm (mean) | ECE (mean) | s | overview |",
               "|---|---|" + "---|" * len(STRUCTURES) + "---|---|---|---|"]
@@ -72,7 +102,7 @@ def markdown_report(report: dict) -> str:
             if e is None:
                 cells.append("n/a")
                 continue
-            cells.append(_fmt(e.get("dice", e.get("recall"))))
+            cells.append(_cell(e))
             if e.get("hd95_mm") is not None:
                 hds.append(e["hd95_mm"])
             if e.get("ece") is not None:

@@ -24,6 +24,7 @@ from SpineSegDiffLib.errors import InputError
 from SpineSegDiffLib.evaluation import BODY_ONLY_FAR_MM
 from SpineSegDiffLib.geometry import GridSpec
 from SpineSegDiffLib.labels import NUM_CLASSES, STRUCTURES
+from SpineSegDiffLib.network import with_context_channels
 from SpineSegDiffLib.slices import context_stack
 from SpineSegDiffLib.training_data import GridCase, one_hot
 
@@ -33,7 +34,9 @@ FEATURE_PRESETS = {"tiny": "TINY_FEATURES", "small": "SMALL_FEATURES", "paper": 
 @dataclass
 class TrainConfig:
     features: str = "small"  # preset name (tiny, small, paper) or comma-separated widths
-    image_channels: int = 1  # 3 = 2.5D (neighbouring sagittal slices as channels)
+    # 3 = 2.5D (the slice and its two sagittal neighbours as channels): better than 2D at
+    # the same training time (benchmarks/README.md); 1 = 2D
+    image_channels: int = 3
     grid_spacing_mm: float = 2.0
     grid_size: int = 160
     min_slice_spacing_mm: float = 2.0
@@ -85,7 +88,7 @@ class SliceSet:
     annotated: np.ndarray  # (N, C) bool
     body_only: np.ndarray  # (N,) bool
     has_label: np.ndarray  # (N,) bool
-    weights: np.ndarray  # (N, C, H, W) uint8 loss weights, computed once (see loss_weights)
+    weights: np.ndarray  # (N, C, H, W) uint8 loss weights, computed once (see partial_label_targets)
 
     @classmethod
     def from_cases(cls, cases: list[GridCase], channels: int, spacing_mm: float) -> "SliceSet":
@@ -95,31 +98,46 @@ class SliceSet:
         labels = np.concatenate([c.labels for c in cases])
         annotated = np.concatenate([np.repeat(c.annotated[None], len(c.slices), 0) for c in cases])
         body_only = np.concatenate([np.full(len(c.slices), c.body_only) for c in cases])
-        weights = loss_weights(labels, annotated, body_only, spacing_mm).astype(np.uint8)
+        labels, weights = partial_label_targets(labels, annotated, body_only, spacing_mm)
+        weights = weights.astype(np.uint8)
         return cls(inputs, labels, annotated, body_only, labels.reshape(len(labels), -1).any(1), weights)
 
 
-def loss_weights(labels: np.ndarray, annotated: np.ndarray, body_only: np.ndarray,
-                 spacing_mm: float) -> np.ndarray:
-    """(B, C, H, W) loss weights: 0 where a structure is not annotated.
+def partial_label_targets(labels: np.ndarray, annotated: np.ndarray, body_only: np.ndarray,
+                          spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and (B, C, H, W) loss weights for partially labelled slices.
 
-    Vertebral-body-only labels say nothing about posterior elements, so on those cases
-    the vertebra channel counts only labelled voxels and voxels far (> 70 mm) from any
-    labelled body, beyond the reach of pedicles, laminae and spinous processes.
+    A structure a case does not annotate gets weight 0, except where the labels
+    still decide it. On vertebral-body-only slices (see ``body_only``) the vertebra
+    channel counts the labelled bodies, the disc spaces between them and the
+    prevertebral region (both not bone), and voxels far (> 70 mm) from any body,
+    beyond the reach of pedicles, laminae and spinous processes; the disc channel
+    counts the disc spaces as discs and the bodies, the prevertebral region and the
+    far voxels as no disc; the canal channel counts all of those as no canal.
+    Returns (labels with the disc spaces set to discs, weights).
     """
     from scipy import ndimage
 
+    from SpineSegDiffLib.body_only import slice_regions
+
+    labels = labels.copy()
     b, h, w = labels.shape
     weights = np.repeat(annotated[:, :, None, None].astype(np.float32), h, 2).repeat(w, 3)
-    v = [s.key for s in STRUCTURES].index("vertebrae")
+    value = {s.key: s.value for s in STRUCTURES}
+    channel = {s.key: i for i, s in enumerate(STRUCTURES)}
     for i in np.nonzero(body_only)[0]:
-        body = labels[i] == STRUCTURES[v].value
-        if body.any():
-            far = ndimage.distance_transform_edt(~body) * spacing_mm > BODY_ONLY_FAR_MM
-            weights[i, v] = (body | far).astype(np.float32)
-        else:
-            weights[i, v] = 0.0
-    return weights
+        body = labels[i] == value["vertebrae"]
+        if not body.any():
+            weights[i, channel["vertebrae"]] = 0.0
+            continue
+        far = ndimage.distance_transform_edt(~body) * spacing_mm > BODY_ONLY_FAR_MM
+        gaps, front = slice_regions(body, (spacing_mm, spacing_mm))
+        labels[i][gaps] = value["discs"]
+        known = body | gaps | front | far
+        for key in ("spinal_canal", "vertebrae", "discs"):
+            if key == "vertebrae" or not annotated[i, channel[key]]:
+                weights[i, channel[key]] = known
+    return labels, weights
 
 
 def _lr_lambda(total_steps: int, warmup: int) -> Callable[[int], float]:
@@ -131,10 +149,15 @@ def _lr_lambda(total_steps: int, warmup: int) -> Callable[[int], float]:
     return f
 
 
-def _time_lr_factor(step: int, elapsed_s: float, budget_s: float, warmup_steps: int) -> float:
-    if step < warmup_steps:
-        return (step + 1) / max(1, warmup_steps)
-    return max(0.02, 0.5 * (1 + math.cos(math.pi * min(1.0, elapsed_s / budget_s))))
+def _time_lr_factor(elapsed_s: float, budget_s: float, warmup_fraction: float) -> float:
+    """Learning-rate factor under a time budget: linear warm-up over the first
+    ``warmup_fraction`` of the time, then a cosine that reaches its floor when the time
+    is up. (Counting warm-up in steps of the nominal epochs made it last most of a
+    short run: 800 of 880 steps in a 22-minute CPU run.)"""
+    progress = min(1.0, elapsed_s / budget_s)
+    if progress < warmup_fraction:
+        return max(0.02, progress / warmup_fraction)
+    return max(0.02, 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 @dataclass
@@ -270,8 +293,7 @@ def train(cases: list[GridCase], cfg: TrainConfig, out_dir: str | Path, device: 
     diff_cfg = DiffusionConfig(sampling_steps=cfg.default_steps, fused_steps=cfg.fused_steps)
     network = DiffUNet(net_cfg)
     if init_state is not None:  # fine-tuning: start from these weights, calibration reset
-        network.load_state_dict({**init_state, "logit_scale": torch.ones(NUM_CLASSES),
-                                 "logit_bias": torch.zeros(NUM_CLASSES)})
+        _load_initial_weights(network, init_state, cfg.image_channels)
     network = network.to(dev)
     model_for_loss = network
     if dist_info.world > 1:
@@ -329,14 +351,14 @@ def train(cases: list[GridCase], cfg: TrainConfig, out_dir: str | Path, device: 
             scheduler.step()
             step += 1
             if cfg.max_minutes:  # a time budget: the cosine follows elapsed time, not epochs
-                factor = _time_lr_factor(step, elapsed_before + time.perf_counter() - t_start,
-                                         cfg.max_minutes * 60, int(total_steps * cfg.warmup_fraction))
+                factor = _time_lr_factor(elapsed_before + time.perf_counter() - t_start,
+                                         cfg.max_minutes * 60, cfg.warmup_fraction)
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * factor
             losses.append(float(loss.detach()))
             if progress and dist_info.main:
                 progress("train", step / total_steps, f"epoch {epoch + 1}/{cfg.epochs}", loss=losses[-1])
-        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0]}
+        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": optimizer.param_groups[0]["lr"]}
         time_up = bool(cfg.max_minutes) and (elapsed_before + time.perf_counter() - t_start) > cfg.max_minutes * 60
         last_epoch = epoch + 1 == cfg.epochs or time_up
         if val_set is not None and dist_info.main and ((epoch + 1) % cfg.val_every == 0 or last_epoch):
@@ -394,6 +416,20 @@ def train(cases: list[GridCase], cfg: TrainConfig, out_dir: str | Path, device: 
         dist.barrier()
         dist.destroy_process_group()
     return TrainResult(model_path, metrics, history, seconds)
+
+
+def _load_initial_weights(network, state: dict, channels: int) -> None:
+    key = "image_encoder.conv_0.conv_0.conv.weight"
+    old_channels = int(state[key].shape[1]) if key in state else channels
+    state = with_context_channels(state, old_channels, channels)
+    try:
+        network.load_state_dict({**state, "logit_scale": torch.ones(NUM_CLASSES),
+                                 "logit_bias": torch.zeros(NUM_CLASSES)})
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise InputError("the model to fine-tune from does not fit this training's network "
+                         f"(--features / --image-channels differ): {first[1].strip() if len(first) > 1 else first[0]}"
+                         ) from None
 
 
 def model_metadata(cfg: TrainConfig, net_cfg, diff_cfg, data_summary: dict, history: list, seconds: float,

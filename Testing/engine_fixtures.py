@@ -20,8 +20,9 @@ def train_tiny_model(data: Path, out: Path, epochs: int = 1, **overrides) -> Pat
 
     # no calibration: a barely trained model calibrated on its validation slices predicts
     # the prior (background) everywhere, and the tests need every structure in the output
-    cfg = TrainConfig(features="tiny", epochs=epochs, batch_size=8, val_fraction=0.5, val_steps=2,
-                      default_samples=2, default_steps=3, fused_steps=2, calibrate=False,
+    # 2D, so tests can widen it to 2.5D (the training default)
+    cfg = TrainConfig(features="tiny", image_channels=1, epochs=epochs, batch_size=8, val_fraction=0.5,
+                      val_steps=2, default_samples=2, default_steps=3, fused_steps=2, calibrate=False,
                       **{**TINY_GRID, **overrides})
     cases = load_folder(data, cfg.grid_spec())
     return train(cases, cfg, out, device="cpu", log=lambda m: None).model_path

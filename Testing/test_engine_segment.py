@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from SpineSegDiffLib.labels import STRUCTURES
@@ -179,3 +180,45 @@ def test_sigterm_cancels_cleanly_without_partial_files(tmp_path, phantom_folder,
     assert err.strip().splitlines()[-1] == "error: cancelled; no partial output was kept"
     assert "Traceback" not in err
     assert list(out.iterdir()) == []
+
+
+def test_out_of_memory_retries_with_smaller_batches_and_same_result(tiny_model, capfd):
+    """A network call that runs out of (GPU) memory is repeated with half the slices,
+    and the ensemble comes out exactly as a run planned with that batch. The failure is real
+    torch.cuda.OutOfMemoryError, raised by the encoder above a batch size, as CUDA does."""
+    import torch
+
+    from SpineSegDiffLib.inference import SegmentSettings, load_model, predict_on_grid
+
+    model = load_model(tiny_model, "cpu")
+    size = model.grid_spec.size
+    slices = np.random.default_rng(0).random((6, size, size), dtype=np.float32)
+    settings = SegmentSettings(samples=2, steps=2, batch_slices=6)
+    # after the failures every call holds one slice, so that is what the result must equal
+    expected = predict_on_grid(model, slices, SegmentSettings(samples=2, steps=2, batch_slices=1))
+
+    encode = model.network.encode
+    seen = []
+
+    def encode_with_little_memory(image):
+        seen.append(image.shape[0])
+        if image.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return encode(image)
+
+    model.network.encode = encode_with_little_memory
+    got = predict_on_grid(model, slices, settings)
+    assert seen[:3] == [6, 3, 1]  # halved until it fits
+    np.testing.assert_array_equal(got.probabilities, expected.probabilities)
+    np.testing.assert_array_equal(got.entropy, expected.entropy)
+    assert got.network_evaluations == expected.network_evaluations  # failed calls not counted
+    err = capfd.readouterr().err
+    assert "out of GPU memory: retrying with 3 slice(s) per batch" in err
+    assert "retrying with 1 slice(s) per batch" in err
+
+    def encode_never_fits(image):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    model.network.encode = encode_never_fits  # one slice still fails, on the CPU: give up
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        predict_on_grid(model, slices, settings)

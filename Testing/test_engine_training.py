@@ -35,6 +35,29 @@ def test_train_writes_a_loadable_model_and_resumes(cli, tmp_path, phantom_folder
     assert sorted(zipfile.ZipFile(out / "model.zip").namelist()) == ["model.json", "weights.safetensors"]
 
 
+def test_train_fine_tunes_from_a_model_and_widens_it_to_2_5d(cli, tmp_path, phantom_folder, tiny_model):
+    """--init starts from a model's weights with its widths and grid; with a learning
+    rate of ~0 the fine-tuned 2.5D network still holds the 2D model's weights."""
+    out = tmp_path / "tuned"
+    r = cli("train", phantom_folder, "--out", out, "--init", tiny_model, "--image-channels", "3",
+            "--epochs", "1", "--val-fraction", "0.5", "--lr", "1e-12", "--augment", "false",
+            "--calibrate", "false", "--device", "cpu", "--progress", "none")
+    assert r.returncode == 0, r.stderr
+    base, tuned = load_model_file(tiny_model), load_model_file(out / "model.zip")
+    assert tuned.metadata["architecture"]["features"] == base.metadata["architecture"]["features"]
+    assert tuned.metadata["architecture"]["image_channels"] == 3
+    assert tuned.metadata["preprocessing"]["grid"] == base.metadata["preprocessing"]["grid"]
+    assert tuned.metadata["training"]["data"]["initialised_from"].startswith(base.metadata["id"])
+    key = "image_encoder.conv_0.conv_0.conv.weight"
+    w0, w1 = base.state_dict[key], tuned.state_dict[key]
+    assert w1.shape[1] == 3 and np.allclose(w1[:, 1].numpy(), w0[:, 0].numpy(), atol=1e-6)
+    assert np.abs(w1[:, [0, 2]].numpy()).max() < 1e-6  # neighbours start at zero
+
+    r = cli("train", phantom_folder, "--out", tmp_path / "misfit", "--init", tiny_model, "--features", "small",
+            "--epochs", "1", "--device", "cpu", "--progress", "none")
+    assert r.returncode == 2 and "does not fit" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_train_refuses_a_folder_it_cannot_read(cli, tmp_path):
     (tmp_path / "empty").mkdir()
     r = cli("train", tmp_path / "empty", "--out", tmp_path / "run", *TINY)
@@ -81,22 +104,35 @@ def test_evaluate_scores_vertebral_body_only_cases_as_recall(cli, tmp_path, tiny
             "--out", out, "--samples", "1", "--steps", "1", "--device", "cpu", "--progress", "none")
     assert r.returncode == 0, r.stderr
     cases = {c["case"]: c["scores"]["structures"] for c in json.loads((out / "evaluation.json").read_text())["cases"]}
-    assert set(cases["VB3_01"]) == {"vertebrae"} and "recall" in cases["VB3_01"]["vertebrae"]
-    assert "dice" not in cases["VB3_01"]["vertebrae"]
+    vb = cases["VB3_01"]
+    assert set(vb) == {"vertebrae", "discs"} and "recall" in vb["vertebrae"]
+    assert "dice" not in vb["vertebrae"] and "dice" not in vb["discs"]
+    # what recall hides: vertebra predicted where the body labels rule it out
+    for key in ("far_false_positive_share", "disc_space_false_positive_share", "prevertebral_false_positive_share"):
+        assert 0.0 <= vb["vertebrae"][key] <= 1.0
+    assert 0.0 <= vb["discs"]["disc_space_recall"] <= 1.0
+    md = (out / "report.md").read_text()
+    assert "## Vertebrae where the body-only labels rule them out" in md and "| real:VB3 |" in md
     assert set(cases["IVD_11"]) == {"discs"} and "dice" in cases["IVD_11"]["discs"]
 
 
-def test_partial_label_weights_ignore_unlabelled_structures_and_posterior_elements():
-    from SpineSegDiffLib.training import loss_weights
+def test_partial_label_targets_ignore_unlabelled_structures_and_posterior_elements():
+    from SpineSegDiffLib.training import partial_label_targets
 
     labels = np.zeros((2, 64, 64), np.uint8)
-    labels[:, 20:30, 20:30] = 2  # a vertebral body
+    labels[:, 10:20, 20:30] = 2  # two vertebral bodies, 4 rows (8 mm) apart
+    labels[:, 24:34, 20:30] = 2
     annotated = np.array([[False, True, False], [True, True, True]])
-    w = loss_weights(labels, annotated, np.array([True, False]), spacing_mm=2.0)
-    assert w[0, 0].max() == 0 and w[0, 2].max() == 0  # canal and discs not annotated
-    assert w[0, 1, 25, 25] == 1  # labelled body voxels count
-    assert w[0, 1, 25, 45] == 0  # 30-40 mm behind the body: posterior elements, unknown
-    assert w[0, 1, 63, 63] == 1  # ~96 mm from the body: no vertebra there, counts as background
+    targets, w = partial_label_targets(labels, annotated, np.array([True, False]), spacing_mm=2.0)
+    assert (targets[0, 20:24, 20:30] == 3).all()  # the disc space between them is disc
+    assert (targets[1] == labels[1]).all()  # fully labelled slices are left alone
+    canal, vert, disc = w[0]
+    assert vert[15, 25] == 1 and disc[15, 25] == 1 and canal[15, 25] == 1  # the body: vertebra, no disc/canal
+    assert vert[22, 25] == 1 and disc[22, 25] == 1  # the disc space counts for both
+    assert vert[25, 45] == 0 and disc[25, 45] == 0 and canal[25, 45] == 0  # behind the body: unknown
+    assert vert[22, 10] == 1 and canal[22, 10] == 1  # 20 mm in front: prevertebral, nothing
+    assert vert[5, 10] == 0  # in front but above the first body: unknown (an unlabelled vertebra?)
+    assert vert[63, 63] == 1 and disc[63, 63] == 1  # far from every body: no spine there
     assert w[1].min() == 1  # a fully labelled slice weighs everything
 
 
@@ -142,8 +178,8 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path, phantom_folder, tin
 
     start = load_model_file(tiny_model).state_dict
     start["logit_scale"] = torch.full_like(start["logit_scale"], 3.0)  # as if calibrated
-    cfg = TrainConfig(features="tiny", epochs=1, batch_size=8, val_fraction=0.5, lr=1e-12, augment=False,
-                      calibrate=False, **TINY_GRID)
+    cfg = TrainConfig(features="tiny", image_channels=1, epochs=1, batch_size=8, val_fraction=0.5, lr=1e-12,
+                      augment=False, calibrate=False, **TINY_GRID)
     cases = load_folder(phantom_folder, cfg.grid_spec())
     result = train(cases, cfg, tmp_path / "ft", device="cpu", log=lambda m: None, init_state=start)
     tuned = load_model_file(result.model_path).state_dict
@@ -153,3 +189,15 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path, phantom_folder, tin
             continue
         torch.testing.assert_close(tuned[key], value, atol=1e-6, rtol=0)
     assert torch.equal(tuned["logit_scale"], torch.ones_like(tuned["logit_scale"]))
+
+
+def test_time_budget_learning_rate_warms_up_on_time_then_anneals_to_the_floor():
+    from SpineSegDiffLib.training import _time_lr_factor
+
+    budget = 600.0
+    f = [_time_lr_factor(t, budget, 0.05) for t in np.linspace(0, budget * 1.2, 241)]
+    peak = int(np.argmax(f))
+    assert abs(peak / 200 - 0.05) <= 0.01  # warm-up is the first 5 % of the time, however many steps
+    assert f[0] <= 0.05 and max(f) == pytest.approx(1.0, abs=0.02)
+    assert all(a >= b for a, b in zip(f[peak:], f[peak + 1:]))  # then only down
+    assert f[200] == f[-1] == 0.02  # at the floor when the time is up, and after

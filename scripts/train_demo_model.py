@@ -75,7 +75,11 @@ def main() -> int:
     p.add_argument("--work", type=Path, default=REPO / "out" / "demo-training")
     p.add_argument("--phantoms", type=int, default=60, help="phantom patients for training (+ validation)")
     p.add_argument("--test-phantoms", type=int, default=6, help="unseen phantom patients scored at the end")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1,
+                   help="training seed; unseen test phantoms use seed+1000, calibration phantoms seed+2000")
+    p.add_argument("--phantom-seed", type=int, default=None,
+                   help="seed of the training phantoms (default: --seed); another one adds new patients "
+                        "when fine-tuning while the test phantoms stay the same")
     p.add_argument("--real", type=Path, default=REPO.parent / "shared" / "data" / "real")
     p.add_argument("--real-cache", type=Path, default=None, help="grid cache (.npz) of the real folder")
     p.add_argument("--real-train-cache", type=Path, default=None,
@@ -86,8 +90,9 @@ def main() -> int:
     p.add_argument("--score-only", type=Path, default=None,
                    help="skip training: score this model file and write it with the scores to --out")
     p.add_argument("--init", type=Path, default=None, help="fine-tune: start from this model file's weights")
+    p.add_argument("--model-version", default="1.1.0", help="version written into model.json")
     p.add_argument("--features", default="small")
-    p.add_argument("--image-channels", type=int, default=1)
+    p.add_argument("--image-channels", type=int, default=3, help="3 = 2.5D (default), 1 = 2D")
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--minutes", type=float, default=30.0, help="stop training after this wall time")
     p.add_argument("--batch-size", type=int, default=32)
@@ -104,14 +109,17 @@ def main() -> int:
     cfg = TrainConfig(features=args.features, image_channels=args.image_channels, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, max_minutes=args.minutes, seed=args.seed,
                       val_every=max(1, args.epochs // 20), model_id="spinesegdiff-demo",
-                      model_version="1.0.0", val_fraction=0.1)
+                      model_version=args.model_version, val_fraction=0.1)
     spec = cfg.grid_spec()
     if args.calibrate_only is not None:
         return calibrate_model_file(args.calibrate_only, args, cfg)
     if args.score_only is not None:
         return rescore(args.score_only, args)
     t0 = time.time()
-    phantoms = make_phantoms(args.seed, args.phantoms, spec, args.workers)
+    phantom_seed = args.seed if args.phantom_seed is None else args.phantom_seed
+    if phantom_seed in (args.seed + 1000, args.seed + 2000):
+        p.error(f"--phantom-seed {phantom_seed} is the seed of the test or calibration phantoms")
+    phantoms = make_phantoms(phantom_seed, args.phantoms, spec, args.workers)
     print(f"{len(phantoms)} phantom volumes on the grid in {time.time() - t0:.0f} s", flush=True)
     real_train, real_held = [], []
     if not args.no_real:
@@ -122,7 +130,7 @@ def main() -> int:
             real_train, real_held = split_real(real)
     cases = phantoms + real_train
     summary = data_summary(cases)
-    summary["phantom_seed"] = args.seed
+    summary["phantom_seed"] = phantom_seed
     summary["real_training_cases"] = [c.case_id for c in real_train]
     summary["real_held_out_cases"] = [c.case_id for c in real_held]
     init_state = None
@@ -135,7 +143,8 @@ def main() -> int:
                    log=lambda m: print(m, flush=True), init_state=init_state)
     print(f"trained in {result.seconds / 60:.1f} min", flush=True)
 
-    return rescore(result.model_path, args, real_held)
+    # with a training cache the held-out cases are those of the real folder not in it
+    return rescore(result.model_path, args, None if args.real_train_cache is not None else real_held)
 
 
 def rescore(model_path: Path, args, real_held=None) -> int:
@@ -205,7 +214,7 @@ def score_model(model_path: Path, args, real_held) -> dict:
     """Dice on unseen phantoms (full volumes, input geometry) and on held-out real cases."""
     import SimpleITK as sitk
 
-    from SpineSegDiffLib.evaluation import aggregate, score_case
+    from SpineSegDiffLib.evaluation import aggregate, score_result
     from SpineSegDiffLib.inference import SegmentSettings, load_model, segment_image
     from SpineSegDiffLib.phantom import generate_case
     from SpineSegDiffLib.realdata import read_real_folder
@@ -217,10 +226,7 @@ def score_model(model_path: Path, args, real_held) -> dict:
 
     def run(case_id, set_name, image, ref, annotated, body_only):
         res = segment_image(image, model, settings)
-        probs = np.stack([sitk.GetArrayFromImage(p) for p in res.probabilities])
-        unc = np.stack([sitk.GetArrayFromImage(u) for u in res.structure_uncertainty])
-        scores = score_case(res.masks, probs, unc, ref, annotated, body_only,
-                            image.GetSpacing()[::-1], res.summary)
+        scores = score_result(res, ref, annotated, body_only)
         scored.append({"case": case_id, "set": set_name, "scores": scores,
                        "seconds": res.summary["timings"]["total_s"]})
         print(case_id, json.dumps(scores["structures"]), flush=True)

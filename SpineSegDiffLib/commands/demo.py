@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     import SimpleITK as sitk
 
     from SpineSegDiffLib import outputs
-    from SpineSegDiffLib.evaluation import score_case
+    from SpineSegDiffLib.evaluation import score_result
     from SpineSegDiffLib.imageio import write_image
     from SpineSegDiffLib.inference import SegmentSettings, load_model, segment_image
     from SpineSegDiffLib.phantom import generate_case
@@ -71,10 +71,7 @@ def run(args: argparse.Namespace) -> int:
         outputs.write_segmentation(res.labelmap, out / f"{name}.seg.nrrd")
         outputs.write_float_image(res.uncertainty, out / f"{name}_uncertainty.nii.gz")
         case_overview_png(out / f"{name}_overview.png", image, ref, res, title=name)
-        probs = np.stack([sitk.GetArrayFromImage(p) for p in res.probabilities])
-        unc = np.stack([sitk.GetArrayFromImage(u) for u in res.structure_uncertainty])
-        scores = score_case(res.masks, probs, unc, sitk.GetArrayFromImage(ref), annotated, body_only,
-                            image.GetSpacing()[::-1], res.summary)
+        scores = score_result(res, sitk.GetArrayFromImage(ref), annotated, body_only)
         res.summary["scores"] = scores
         outputs.write_summary(res.summary, out / f"{name}_summary.json")
         seconds = time.perf_counter() - t0
@@ -84,8 +81,10 @@ def run(args: argparse.Namespace) -> int:
         for key, entry in res.summary["structures"].items():
             s = scores["structures"].get(key, {})
             score = (f"Dice {s['dice']:.3f}" if s.get("dice") is not None else
-                     f"recall {s['recall']:.3f}" if s.get("recall") is not None else "not labelled")
-            print(f"  {entry['name']:<22} {score:<14} volume {entry['volume_ml']:7.1f} ml  "
+                     f"recall {s['recall']:.3f}" if s.get("recall") is not None else
+                     f"disc spaces {s['disc_space_recall']:.3f}" if s.get("disc_space_recall") is not None
+                     else "not labelled")
+            print(f"  {entry['name']:<22} {score:<18} volume {entry['volume_ml']:7.1f} ml  "
                   f"mean uncertainty {entry['mean_uncertainty']:.3f}")
         print(f"  overview: {out / f'{name}_overview.png'}")
     outputs.write_summary(results, out / "demo_results.json")

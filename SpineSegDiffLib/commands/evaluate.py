@@ -26,11 +26,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
     import SimpleITK as sitk
 
     from SpineSegDiffLib.atomic import write_text
-    from SpineSegDiffLib.evaluation import aggregate, score_case
+    from SpineSegDiffLib.evaluation import aggregate, score_result
     from SpineSegDiffLib.inference import SegmentSettings, load_model, segment_image
     from SpineSegDiffLib.progress import make_progress
     from SpineSegDiffLib.registry import resolve_model
@@ -54,11 +53,7 @@ def run(args: argparse.Namespace) -> int:
                 res = segment_image(case.image, model, settings,
                                     lambda stage, f, msg="", **kw: progress.update(stage, f, f"{case.case_id}: {msg}"),
                                     input_name=case.case_id)
-                ref = sitk.GetArrayFromImage(case.label)
-                probs = np.stack([sitk.GetArrayFromImage(p) for p in res.probabilities])
-                unc = np.stack([sitk.GetArrayFromImage(u) for u in res.structure_uncertainty])
-                scores = score_case(res.masks, probs, unc, ref, case.annotated, case.body_only,
-                                    case.image.GetSpacing()[::-1], res.summary)
+                scores = score_result(res, sitk.GetArrayFromImage(case.label), case.annotated, case.body_only)
                 png = args.out / f"{case.case_id}.png"
                 case_overview_png(png, case.image, case.label, res, title=case.case_id)
                 results.append({"case": case.case_id, "set": case.source, "scores": scores,
@@ -86,4 +81,6 @@ def _short(key: str, entry: dict) -> str:
         return f"{key} Dice {entry['dice']:.3f}"
     if "recall" in entry and entry["recall"] is not None:
         return f"{key} recall {entry['recall']:.3f}"
+    if entry.get("disc_space_recall") is not None:
+        return f"{key} disc spaces {entry['disc_space_recall']:.3f}"
     return f"{key} n/a"

@@ -20,6 +20,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "or the real-MRI folder (cases.csv; partial labels)")
     p.add_argument("--out", type=Path, required=True, help="output folder: checkpoint.pt, model.zip, training.json")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="fine-tune: start from this model's weights (a model .zip or a registry id, e.g. "
+                        "spinesegdiff-demo); its widths and grid are used unless given here; "
+                        "--image-channels 3 widens a 2D model to 2.5D")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "gpu", "mps", "cpu"])
     p.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
     p.add_argument("--limit-cases", type=int, default=None, help="use at most this many cases per folder (quick runs)")
@@ -56,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, name, None)
         if v is not None:
             values[name] = v
+    init_state, init_name = None, None
+    if args.init is not None:
+        init_state, init_name, inherited = _init_model(args.init)
+        values = {**inherited, **values}  # what the user gave wins
     cfg = TrainConfig(**values)
     spec = cfg.grid_spec()
     sequences = tuple(args.sequences.split(",")) if args.sequences else None
@@ -65,13 +73,29 @@ def run(args: argparse.Namespace) -> int:
         cases += load_folder(folder, spec, sequences=sequences, limit=args.limit_cases)
     summary = data_summary(cases)
     summary["folders"] = [str(f) for f in args.data]
+    if init_name is not None:
+        summary["initialised_from"] = init_name
     print(f"{summary['cases']} cases, {summary['patients']} patients, {summary['slices']} slices", file=sys.stderr)
     progress = make_progress(args.progress)
     try:
         result = train(cases, cfg, args.out, device=args.device, resume=args.resume,
                        progress=lambda stage, f, msg="", **kw: progress.update(stage, f, msg, **kw),
-                       data_summary=summary, log=lambda m: print(m, file=sys.stderr))
+                       data_summary=summary, log=lambda m: print(m, file=sys.stderr), init_state=init_state)
     finally:
         progress.close()
     print(f"model written to {result.model_path} ({result.seconds / 60:.1f} min)")
     return 0
+
+
+def _init_model(name: str) -> tuple[dict, str, dict]:
+    """(weights, "id version", TrainConfig values) of the model to fine-tune from."""
+    from SpineSegDiffLib.modelfile import load_model_file
+    from SpineSegDiffLib.registry import resolve_model
+
+    mf = load_model_file(resolve_model(name))
+    arch, grid = mf.metadata["architecture"], mf.metadata["preprocessing"]["grid"]
+    inherited = {"features": ",".join(str(w) for w in arch["features"]),
+                 "image_channels": int(arch.get("image_channels", 1)),
+                 "grid_spacing_mm": float(grid["spacing_mm"]), "grid_size": int(grid["size"]),
+                 "min_slice_spacing_mm": float(grid["min_slice_spacing_mm"])}
+    return mf.state_dict, f"{mf.metadata.get('id')} {mf.metadata.get('version')}", inherited
