@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from SpineSegDiffLib.labels import STRUCTURES
+from SpineSegDiffLib.labels import BY_KEY, STRUCTURES
 
 # beyond this distance from a labelled vertebral body no part of a vertebra can lie
 # (pedicles, laminae and spinous processes included); shared with the training loss
 BODY_ONLY_FAR_MM = 70.0
-_VERTEBRA = next(s.value for s in STRUCTURES if s.key == "vertebrae")
-_DISC_INDEX = next(i for i, s in enumerate(STRUCTURES) if s.key == "discs")
+_VERTEBRA = BY_KEY["vertebrae"].value
+_DISC_INDEX = STRUCTURES.index(BY_KEY["discs"])
 
 
 def _nan_to_none(v: float) -> float | None:
@@ -170,6 +170,15 @@ def score_case(masks: np.ndarray, probabilities: np.ndarray, uncertainty: np.nda
             out["worst_structure"] = worst
             out["most_uncertain_is_worst"] = most_uncertain == worst
     return out
+
+
+def headline_score(entry: dict) -> tuple[str, float] | None:
+    """The score to show first for one structure: Dice, else body recall, else the
+    disc-space share of a body-only case; None when the structure was not scored."""
+    for key, name in (("dice", "Dice"), ("recall", "recall"), ("disc_space_recall", "disc spaces")):
+        if entry.get(key) is not None:
+            return name, entry[key]
+    return None
 
 
 AGGREGATED_METRICS = ("dice", "recall", "far_false_positive_share", "disc_space_false_positive_share",

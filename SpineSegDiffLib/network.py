@@ -254,16 +254,22 @@ class DiffUNet(nn.Module):
         return self.denoise(x_t, t, image, self.encode(image))
 
 
-def with_context_channels(state: dict[str, torch.Tensor], old_channels: int,
-                          new_channels: int) -> dict[str, torch.Tensor]:
-    """Weights of a network with ``old_channels`` image channels, for ``new_channels``.
+_IMAGE_INPUT_WEIGHTS = ("image_encoder.conv_0.conv_0.conv.weight", "conv_0.conv_0.conv.weight")
+
+
+def with_context_channels(state: dict[str, torch.Tensor], new_channels: int) -> dict[str, torch.Tensor]:
+    """Weights of a network (state dict) for ``new_channels`` image channels.
 
     Fine-tuning a 2D model as 2.5D: the two layers that read the image (the encoder's
     first convolution and the denoiser's, which reads [image, x_t]) get the old image
     weights on the centre slice and zeros on the neighbours, so the new network starts
     out computing exactly what the old one did and training can learn to use the
-    neighbours. Only from 1 channel, or to the same count.
+    neighbours. Only from 1 channel, or to the same count; weights that lack these
+    layers are returned as they are (loading them reports the misfit).
     """
+    if _IMAGE_INPUT_WEIGHTS[0] not in state:
+        return dict(state)
+    old_channels = int(state[_IMAGE_INPUT_WEIGHTS[0]].shape[1])
     if new_channels == old_channels:
         return dict(state)
     if old_channels != 1 or new_channels % 2 == 0:
@@ -271,7 +277,7 @@ def with_context_channels(state: dict[str, torch.Tensor], old_channels: int,
                          f"not {old_channels} -> {new_channels}")
     out = dict(state)
     centre = new_channels // 2
-    for key in ("image_encoder.conv_0.conv_0.conv.weight", "conv_0.conv_0.conv.weight"):
+    for key in _IMAGE_INPUT_WEIGHTS:
         w = state[key]
         wide = torch.zeros((w.shape[0], w.shape[1] + new_channels - 1, *w.shape[2:]), dtype=w.dtype)
         wide[:, centre] = w[:, 0]  # image channel(s) come first in both layers

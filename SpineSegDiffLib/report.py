@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from SpineSegDiffLib.evaluation import headline_score
 from SpineSegDiffLib.labels import STRUCTURES
 from SpineSegDiffLib.preview import PreviewPanel, save_preview
 
@@ -42,13 +43,11 @@ def _fmt(v) -> str:
 
 
 def _cell(e: dict) -> str:
-    if e.get("dice") is not None:
-        return _fmt(e["dice"])
-    if "recall" in e:
-        return _fmt(e["recall"]) + " (recall)"
-    if "disc_space_recall" in e:
-        return _fmt(e["disc_space_recall"]) + " (disc spaces)"
-    return "–"
+    headline = headline_score(e)
+    if headline is None:
+        return "–"
+    name, value = headline
+    return _fmt(value) + ("" if name == "Dice" else f" ({name})")
 
 
 def _body_only_table(aggregate: dict) -> list[str]:

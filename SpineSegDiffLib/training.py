@@ -23,7 +23,7 @@ from SpineSegDiffLib.devices import autocast_context, choose_device
 from SpineSegDiffLib.errors import InputError
 from SpineSegDiffLib.evaluation import BODY_ONLY_FAR_MM
 from SpineSegDiffLib.geometry import GridSpec
-from SpineSegDiffLib.labels import NUM_CLASSES, STRUCTURES
+from SpineSegDiffLib.labels import BY_KEY, NUM_CLASSES, STRUCTURES
 from SpineSegDiffLib.network import with_context_channels
 from SpineSegDiffLib.slices import context_stack
 from SpineSegDiffLib.training_data import GridCase, one_hot
@@ -123,16 +123,15 @@ def partial_label_targets(labels: np.ndarray, annotated: np.ndarray, body_only: 
     labels = labels.copy()
     b, h, w = labels.shape
     weights = np.repeat(annotated[:, :, None, None].astype(np.float32), h, 2).repeat(w, 3)
-    value = {s.key: s.value for s in STRUCTURES}
     channel = {s.key: i for i, s in enumerate(STRUCTURES)}
     for i in np.nonzero(body_only)[0]:
-        body = labels[i] == value["vertebrae"]
+        body = labels[i] == BY_KEY["vertebrae"].value
         if not body.any():
             weights[i, channel["vertebrae"]] = 0.0
             continue
         far = ndimage.distance_transform_edt(~body) * spacing_mm > BODY_ONLY_FAR_MM
         gaps, front = slice_regions(body, (spacing_mm, spacing_mm))
-        labels[i][gaps] = value["discs"]
+        labels[i][gaps] = BY_KEY["discs"].value
         known = body | gaps | front | far
         for key in ("spinal_canal", "vertebrae", "discs"):
             if key == "vertebrae" or not annotated[i, channel[key]]:
@@ -419,9 +418,7 @@ def train(cases: list[GridCase], cfg: TrainConfig, out_dir: str | Path, device: 
 
 
 def _load_initial_weights(network, state: dict, channels: int) -> None:
-    key = "image_encoder.conv_0.conv_0.conv.weight"
-    old_channels = int(state[key].shape[1]) if key in state else channels
-    state = with_context_channels(state, old_channels, channels)
+    state = with_context_channels(state, channels)
     try:
         network.load_state_dict({**state, "logit_scale": torch.ones(NUM_CLASSES),
                                  "logit_bias": torch.zeros(NUM_CLASSES)})

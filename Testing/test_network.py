@@ -133,11 +133,11 @@ def test_a_2d_model_widened_to_2_5d_starts_out_computing_the_same():
     torch.manual_seed(0)
     flat = DiffUNet(NetworkConfig(image_channels=1, features=TINY_FEATURES)).eval()
     wide = DiffUNet(NetworkConfig(image_channels=3, features=TINY_FEATURES)).eval()
-    wide.load_state_dict(with_context_channels(flat.state_dict(), 1, 3))
+    wide.load_state_dict(with_context_channels(flat.state_dict(), 3))
     image = torch.rand(2, 1, 32, 32)
     neighbours = torch.cat([torch.rand(2, 1, 32, 32), image, torch.rand(2, 1, 32, 32)], dim=1)
     x_t = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(wide(neighbours, x_t, 500), flat(image, x_t, 500))
     with pytest.raises(Exception, match="1-channel"):
-        with_context_channels(wide.state_dict(), 3, 5)
+        with_context_channels(wide.state_dict(), 5)

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     import SimpleITK as sitk
 
     from SpineSegDiffLib import outputs
-    from SpineSegDiffLib.evaluation import score_result
+    from SpineSegDiffLib.evaluation import headline_score, score_result
     from SpineSegDiffLib.imageio import write_image
     from SpineSegDiffLib.inference import SegmentSettings, load_model, segment_image
     from SpineSegDiffLib.phantom import generate_case
@@ -79,11 +79,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{name}: {image.GetSize()} voxels, {settings.samples} samples x {settings.steps} steps, "
               f"{seconds:.1f} s")
         for key, entry in res.summary["structures"].items():
-            s = scores["structures"].get(key, {})
-            score = (f"Dice {s['dice']:.3f}" if s.get("dice") is not None else
-                     f"recall {s['recall']:.3f}" if s.get("recall") is not None else
-                     f"disc spaces {s['disc_space_recall']:.3f}" if s.get("disc_space_recall") is not None
-                     else "not labelled")
+            headline = headline_score(scores["structures"].get(key, {}))
+            score = f"{headline[0]} {headline[1]:.3f}" if headline else "not labelled"
             print(f"  {entry['name']:<22} {score:<18} volume {entry['volume_ml']:7.1f} ml  "
                   f"mean uncertainty {entry['mean_uncertainty']:.3f}")
         print(f"  overview: {out / f'{name}_overview.png'}")

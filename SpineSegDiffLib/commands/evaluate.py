@@ -77,10 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _short(key: str, entry: dict) -> str:
-    if "dice" in entry and entry["dice"] is not None:
-        return f"{key} Dice {entry['dice']:.3f}"
-    if "recall" in entry and entry["recall"] is not None:
-        return f"{key} recall {entry['recall']:.3f}"
-    if entry.get("disc_space_recall") is not None:
-        return f"{key} disc spaces {entry['disc_space_recall']:.3f}"
-    return f"{key} n/a"
+    from SpineSegDiffLib.evaluation import headline_score
+
+    headline = headline_score(entry)
+    return f"{key} {headline[0]} {headline[1]:.3f}" if headline else f"{key} n/a"
