@@ -2,7 +2,7 @@
 
 The module stays thin: the Widget binds the panel to a parameter node, the Logic builds
 the engine's command line and runs it as a separate process (Slicer's own Python running
-``python -m SpineSegDiffLib segment``), then hands the outputs to ``SpineSegDiffLogic``
+``python -m SpineSegDiffLib segment``), then hands the outputs to ``SpineSegDiffSlicerLib``
 (MRML in/out, tested with pytest + slicer-core). A crash or a GPU out-of-memory in the
 engine therefore never takes Slicer down, and Cancel kills the whole process tree.
 """
@@ -62,7 +62,7 @@ def engineDirectory() -> pathlib.Path:
 
 
 def _ensureEngineImportable() -> None:
-    # SpineSegDiffLogic imports SpineSegDiffLib; in the source-tree layout that folder is
+    # SpineSegDiffSlicerLib imports SpineSegDiffLib; in the source-tree layout that folder is
     # not on Slicer's module paths, so add it once.
     engine = str(engineDirectory())
     if engine not in sys.path:
@@ -528,7 +528,7 @@ class SpineSegDiffLogic(ScriptedLoadableModuleLogic):
     def availableModels() -> list:
         """(model id, title) of every registered model: bundled first, then the user's."""
         _ensureEngineImportable()
-        from SpineSegDiffLib import registry
+        from SpineSegDiffLib.model import registry
 
         seen, models = set(), []
         for entry in reversed(registry.all_models()):  # a later (user) entry wins for its id
@@ -541,7 +541,7 @@ class SpineSegDiffLogic(ScriptedLoadableModuleLogic):
     def addModelFromFile(path: str) -> str:
         """Check and copy a model .zip into the user's model cache; returns its id."""
         _ensureEngineImportable()
-        from SpineSegDiffLib import registry
+        from SpineSegDiffLib.model import registry
 
         return registry.add_user_model(path).id
 
@@ -552,7 +552,7 @@ class SpineSegDiffLogic(ScriptedLoadableModuleLogic):
         defaults = (FALLBACK_SAMPLES, FALLBACK_STEPS)
         try:
             _ensureEngineImportable()
-            from SpineSegDiffLib import registry
+            from SpineSegDiffLib.model import registry
 
             path = pathlib.Path(modelId)
             if not path.is_file():
@@ -605,7 +605,7 @@ class SpineSegDiffLogic(ScriptedLoadableModuleLogic):
         Widget's timer) or, with ``waitForCompletion``, before this returns; then a failure
         raises RuntimeError with the engine's one-line message.
         """
-        from SpineSegDiffLogic.process_runner import EngineProcess, python_environment, segment_command
+        from SpineSegDiffSlicerLib.process_runner import EngineProcess, python_environment, segment_command
 
         ok, why = self.canSegment(parameterNode)
         if not ok:
@@ -664,7 +664,7 @@ class SpineSegDiffLogic(ScriptedLoadableModuleLogic):
     def importResults(self, parameterNode, volume, outputs: dict, summaryPath) -> list:
         """Bring one run's files into the scene (reusing the previous result nodes)."""
         _ensureEngineImportable()
-        from SpineSegDiffLogic.results import import_results
+        from SpineSegDiffSlicerLib.results import import_results
 
         imported = import_results(slicer.mrmlScene, slicer.modules.segmentations.logic(), volume,
                                   outputs["segmentation"], outputs["uncertainty"], summaryPath,
@@ -681,7 +681,7 @@ class SpineSegDiffLogic(ScriptedLoadableModuleLogic):
         if parameterNode.uncertainty is None or parameterNode.inputVolume is None:
             return
         _ensureEngineImportable()
-        from SpineSegDiffLogic.uncertainty_display import show_overlay
+        from SpineSegDiffSlicerLib.uncertainty_display import show_overlay
 
         show_overlay(slicer.mrmlScene, parameterNode.inputVolume, parameterNode.uncertainty,
                      parameterNode.uncertaintyOpacity, parameterNode.showUncertainty)
@@ -693,8 +693,8 @@ class SpineSegDiffLogic(ScriptedLoadableModuleLogic):
         if segmentation is None:
             return []
         _ensureEngineImportable()
-        from SpineSegDiffLogic import node_tags
-        from SpineSegDiffLogic.review import review_rows
+        from SpineSegDiffSlicerLib import node_tags
+        from SpineSegDiffSlicerLib.review import review_rows
 
         text = segmentation.GetAttribute(node_tags.SUMMARY_JSON)
         try:
@@ -708,14 +708,14 @@ class SpineSegDiffLogic(ScriptedLoadableModuleLogic):
         if row.peak_ras is None:
             return
         _ensureEngineImportable()
-        from SpineSegDiffLogic.review import jump_to
+        from SpineSegDiffSlicerLib.review import jump_to
 
         jump_to(slicer.mrmlScene, row.peak_ras)
 
     def exportForTraining(self, parameterNode) -> pathlib.Path:
         """Add the input and its (reviewed) segmentation as one case to the data set folder."""
         _ensureEngineImportable()
-        from SpineSegDiffLogic.export import export_for_training
+        from SpineSegDiffSlicerLib.export import export_for_training
 
         volume = parameterNode.inputVolume
         storage = volume.GetStorageNode() if volume is not None else None

@@ -12,6 +12,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("SPINESEGDIFF_REAL_DATA", REPO.parent / "shared" / "data" / "real"))
+if (REAL_DATA / "cases.csv").is_file():  # as scripts/test.sh does; CLI subprocesses inherit it
+    os.environ.setdefault("SPINESEGDIFF_REAL_DATA", str(REAL_DATA))
 
 # Model downloads and the sample cache go to a throw-away folder, never the user's own
 # cache (the CLI subprocesses inherit this)

@@ -9,14 +9,14 @@ TINY_GRID = dict(grid_spacing_mm=4.0, grid_size=64, min_slice_spacing_mm=2.0)
 
 
 def make_phantom_folder(out: Path, cases: int = 2, seed: int = 5) -> Path:
-    from SpineSegDiffLib.phantom import write_spider_folder
+    from SpineSegDiffLib.data.phantom import write_spider_folder
 
     return write_spider_folder(out, cases=cases, seed=seed)
 
 
 def train_tiny_model(data: Path, out: Path, epochs: int = 1, **overrides) -> Path:
-    from SpineSegDiffLib.training import TrainConfig, train
-    from SpineSegDiffLib.training_data import load_folder
+    from SpineSegDiffLib.training.loop import TrainConfig, train
+    from SpineSegDiffLib.training.data import load_folder
 
     # no calibration: a barely trained model calibrated on its validation slices predicts
     # the prior (background) everywhere, and the tests need every structure in the output

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from SpineSegDiffLib.body_only import disc_spaces, prevertebral_region, volume_regions
+from SpineSegDiffLib.data.body_only import disc_spaces, prevertebral_region, volume_regions
 
 
 def _two_bodies(gap_rows: int) -> np.ndarray:
@@ -52,9 +52,9 @@ def test_regions_of_a_real_body_only_case_land_between_its_bodies(real_data_dir)
     above and below it in its column of the input (rows z run superior -> inferior)."""
     import SimpleITK as sitk
 
-    from SpineSegDiffLib.evaluation import body_only_regions
-    from SpineSegDiffLib.geometry import GridSpec, to_model_grid
-    from SpineSegDiffLib.realdata import read_real_folder
+    from SpineSegDiffLib.evaluation.metrics import body_only_regions
+    from SpineSegDiffLib.grid.geometry import GridSpec, to_model_grid
+    from SpineSegDiffLib.data.realdata import read_real_folder
 
     case = next(c for c in read_real_folder(real_data_dir) if c.case_id == "VB3_01")
     image, semantic = case.load()

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from SpineSegDiffLib.dataset_format import (DATASET_FORMAT_VERSION, add_case, create_dataset,
+from SpineSegDiffLib.data.dataset_format import (DATASET_FORMAT_VERSION, add_case, create_dataset,
                                             load_case, read_dataset)
-from SpineSegDiffLib.errors import InputError
+from SpineSegDiffLib.core.errors import InputError
 
 SIZE = (12, 10, 8)  # x, y, z
 

@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from SpineSegDiffLib.diffusion import (
+from SpineSegDiffLib.model.diffusion import (
     DiffusionConfig, diffusion_loss, fusion_weights, make_scheduler, sample_ensemble,
     segmentation_loss, set_sampling_timesteps,
 )
-from SpineSegDiffLib.errors import ModelError
-from SpineSegDiffLib.network import TINY_FEATURES, DiffUNet, NetworkConfig
+from SpineSegDiffLib.core.errors import ModelError
+from SpineSegDiffLib.model.network import TINY_FEATURES, DiffUNet, NetworkConfig
 
 
 def tiny_model(seed: int = 0) -> DiffUNet:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from SpineSegDiffLib.labels import STRUCTURES
+from SpineSegDiffLib.core.labels import STRUCTURES
 
 
 def _phantom_image(phantom_folder: Path) -> Path:
@@ -188,7 +188,7 @@ def test_out_of_memory_retries_with_smaller_batches_and_same_result(tiny_model, 
     torch.cuda.OutOfMemoryError, raised by the encoder above a batch size, as CUDA does."""
     import torch
 
-    from SpineSegDiffLib.inference import SegmentSettings, load_model, predict_on_grid
+    from SpineSegDiffLib.inference.pipeline import SegmentSettings, load_model, predict_on_grid
 
     model = load_model(tiny_model, "cpu")
     size = model.grid_spec.size

@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from SpineSegDiffLib.modelfile import load_model_file
+from SpineSegDiffLib.model.modelfile import load_model_file
 
 TINY = ("--features", "tiny", "--grid-size", "64", "--grid-spacing-mm", "4", "--batch-size", "8",
         "--val-steps", "2", "--device", "cpu", "--progress", "none")
@@ -117,7 +117,7 @@ def test_evaluate_scores_vertebral_body_only_cases_as_recall(cli, tmp_path, tiny
 
 
 def test_partial_label_targets_ignore_unlabelled_structures_and_posterior_elements():
-    from SpineSegDiffLib.training import partial_label_targets
+    from SpineSegDiffLib.training.loop import partial_label_targets
 
     labels = np.zeros((2, 64, 64), np.uint8)
     labels[:, 10:20, 20:30] = 2  # two vertebral bodies, 4 rows (8 mm) apart
@@ -137,8 +137,8 @@ def test_partial_label_targets_ignore_unlabelled_structures_and_posterior_elemen
 
 
 def test_grid_cache_round_trip(tmp_path, phantom_folder):
-    from SpineSegDiffLib.geometry import GridSpec
-    from SpineSegDiffLib.training_data import load_folder, load_grid_cases, save_grid_cases
+    from SpineSegDiffLib.grid.geometry import GridSpec
+    from SpineSegDiffLib.training.data import load_folder, load_grid_cases, save_grid_cases
 
     cases = load_folder(phantom_folder, GridSpec(spacing_mm=4.0, size=64))
     save_grid_cases(tmp_path / "cache.npz", cases)
@@ -152,7 +152,7 @@ def test_grid_cache_round_trip(tmp_path, phantom_folder):
 
 @pytest.mark.parametrize("shift", [3, 6])
 def test_metrics_on_known_geometry(shift):
-    from SpineSegDiffLib.evaluation import auroc, dice, expected_calibration_error, hd95
+    from SpineSegDiffLib.evaluation.metrics import auroc, dice, expected_calibration_error, hd95
 
     ref = np.zeros((20, 40, 40), bool)
     ref[5:15, 10:30, 10:30] = True
@@ -173,8 +173,8 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path, phantom_folder, tin
     import torch
 
     from engine_fixtures import TINY_GRID
-    from SpineSegDiffLib.training import TrainConfig, train
-    from SpineSegDiffLib.training_data import load_folder
+    from SpineSegDiffLib.training.loop import TrainConfig, train
+    from SpineSegDiffLib.training.data import load_folder
 
     start = load_model_file(tiny_model).state_dict
     start["logit_scale"] = torch.full_like(start["logit_scale"], 3.0)  # as if calibrated
@@ -192,7 +192,7 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path, phantom_folder, tin
 
 
 def test_time_budget_learning_rate_warms_up_on_time_then_anneals_to_the_floor():
-    from SpineSegDiffLib.training import _time_lr_factor
+    from SpineSegDiffLib.training.loop import _time_lr_factor
 
     budget = 600.0
     f = [_time_lr_factor(t, budget, 0.05) for t in np.linspace(0, budget * 1.2, 241)]

@@ -7,9 +7,9 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from SpineSegDiffLib.errors import InputError
-from SpineSegDiffLib.geometry import NORMALISED_CLIP, GridSpec, to_model_grid
-from SpineSegDiffLib.imageio import read_label, read_mri, same_geometry
+from SpineSegDiffLib.core.errors import InputError
+from SpineSegDiffLib.grid.geometry import NORMALISED_CLIP, GridSpec, to_model_grid
+from SpineSegDiffLib.data.imageio import read_label, read_mri, same_geometry
 
 # ---------------------------------------------------------------- test images
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from SpineSegDiffLib.errors import InputError
-from SpineSegDiffLib.imageio import (MAX_VOXELS, SUPPORTED_EXTENSIONS, geometry_of, image_extension,
+from SpineSegDiffLib.core.errors import InputError
+from SpineSegDiffLib.data.imageio import (MAX_VOXELS, SUPPORTED_EXTENSIONS, geometry_of, image_extension,
                                      read_image, read_label, read_mri, same_geometry, write_image)
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from SpineSegDiffLib import modelfile
-from SpineSegDiffLib.errors import ModelError
-from SpineSegDiffLib.modelfile import (MODEL_FORMAT_VERSION, build_model, check_state_dict_fits,
+from SpineSegDiffLib.model import modelfile
+from SpineSegDiffLib.core.errors import ModelError
+from SpineSegDiffLib.model.modelfile import (MODEL_FORMAT_VERSION, build_model, check_state_dict_fits,
                                        labels_metadata, load_model_file, read_metadata, save_model,
                                        sha256_file)
 
@@ -243,7 +243,7 @@ def test_check_state_dict_fits_names_the_problems():
 
 
 def test_build_model_loads_real_network_strictly(tmp_path):
-    from SpineSegDiffLib.network import DiffUNet, NetworkConfig
+    from SpineSegDiffLib.model.network import DiffUNet, NetworkConfig
 
     torch.manual_seed(0)
     network = DiffUNet(NetworkConfig.from_dict(SMALL_ARCH))

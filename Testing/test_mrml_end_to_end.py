@@ -21,12 +21,14 @@ import SimpleITK as sitk
 import slicer
 
 from conftest import REPO, run_cli
-from SpineSegDiffLib.dataset_format import load_case, read_dataset
-from SpineSegDiffLib.labels import BY_KEY, STRUCTURES
-from SpineSegDiffLib.modelfile import load_model_file
-from SpineSegDiffLogic import export_for_training, import_results, volumes
-from SpineSegDiffLogic.process_runner import EngineProcess, Result, python_environment, segment_command
-from SpineSegDiffLogic.segments import oriented_mask
+from SpineSegDiffLib.data.dataset_format import load_case, read_dataset
+from SpineSegDiffLib.core.labels import BY_KEY, STRUCTURES
+from SpineSegDiffLib.model.modelfile import load_model_file
+from SpineSegDiffSlicerLib import volumes
+from SpineSegDiffSlicerLib.export import export_for_training
+from SpineSegDiffSlicerLib.results import import_results
+from SpineSegDiffSlicerLib.process_runner import EngineProcess, Result, python_environment, segment_command
+from SpineSegDiffSlicerLib.segments import oriented_mask
 from test_mrml_results import SceneKit, assert_project_segments, export_with_slicer, make_scene, scene_state
 from test_process_runner import _alive, _wait_for
 

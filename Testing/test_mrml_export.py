@@ -7,11 +7,12 @@ import pytest
 import SimpleITK as sitk
 import slicer
 
-from SpineSegDiffLib.dataset_format import load_case, read_dataset
-from SpineSegDiffLib.errors import InputError
-from SpineSegDiffLib.labels import BY_KEY
-from SpineSegDiffLogic import export_for_training, volumes
-from SpineSegDiffLogic.segments import oriented_mask
+from SpineSegDiffLib.data.dataset_format import load_case, read_dataset
+from SpineSegDiffLib.core.errors import InputError
+from SpineSegDiffLib.core.labels import BY_KEY
+from SpineSegDiffSlicerLib import volumes
+from SpineSegDiffSlicerLib.export import export_for_training
+from SpineSegDiffSlicerLib.segments import oriented_mask
 from test_mrml_results import export_with_slicer, import_case, make_case, make_scene
 
 

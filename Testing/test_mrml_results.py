@@ -13,11 +13,14 @@ import slicer
 import vtk
 from scipy.spatial.transform import Rotation
 
-from SpineSegDiffLib.errors import InputError
-from SpineSegDiffLib.labels import BY_KEY, STRUCTURES, TERMINOLOGY_CONTEXT
-from SpineSegDiffLib.outputs import write_seg_nrrd
-from SpineSegDiffLogic import import_results, jump_to, review_rows, show_overlay, volumes
-from SpineSegDiffLogic.uncertainty_display import choose_color_node_id
+from SpineSegDiffLib.core.errors import InputError
+from SpineSegDiffLib.core.labels import BY_KEY, STRUCTURES, TERMINOLOGY_CONTEXT
+from SpineSegDiffLib.data.outputs import write_seg_nrrd
+from SpineSegDiffSlicerLib import volumes
+from SpineSegDiffSlicerLib.results import import_results
+from SpineSegDiffSlicerLib.review import jump_to, review_rows
+from SpineSegDiffSlicerLib.uncertainty_display import show_overlay
+from SpineSegDiffSlicerLib.uncertainty_display import choose_color_node_id
 
 GEOMETRIES = {
     "oblique": (Rotation.from_euler("xyz", [17, -12, 29], degrees=True).as_matrix(), (0.65, 0.9, 3.3)),

@@ -8,8 +8,8 @@ import SimpleITK as sitk
 import slicer
 from scipy.spatial.transform import Rotation
 
-from SpineSegDiffLib.errors import InputError
-from SpineSegDiffLogic import volumes
+from SpineSegDiffLib.core.errors import InputError
+from SpineSegDiffSlicerLib import volumes
 
 GEOMETRIES = {
     # oblique and anisotropic: every axis rotated, three different spacings

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from SpineSegDiffLib.errors import InputError, ModelError
-from SpineSegDiffLib.network import (
+from SpineSegDiffLib.core.errors import InputError, ModelError
+from SpineSegDiffLib.model.network import (
     PAPER_FEATURES, SMALL_FEATURES, TINY_FEATURES, DiffUNet, NetworkConfig, count_parameters,
     estimate_size_mb,
 )
@@ -128,7 +128,7 @@ def test_parameter_count_and_size_follow_the_presets():
 def test_a_2d_model_widened_to_2_5d_starts_out_computing_the_same():
     """Fine-tuning a 2D model as 2.5D (with_context_channels): same output whatever the
     neighbouring slices hold, until training changes the neighbour weights."""
-    from SpineSegDiffLib.network import DiffUNet, NetworkConfig, TINY_FEATURES, with_context_channels
+    from SpineSegDiffLib.model.network import DiffUNet, NetworkConfig, TINY_FEATURES, with_context_channels
 
     torch.manual_seed(0)
     flat = DiffUNet(NetworkConfig(image_channels=1, features=TINY_FEATURES)).eval()

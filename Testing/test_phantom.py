@@ -9,8 +9,8 @@ import pytest
 import SimpleITK as sitk
 from conftest import run_cli
 
-from SpineSegDiffLib.errors import InputError
-from SpineSegDiffLib.phantom import (CANAL_VALUE, REQUIRED_VERTEBRAE, VERTEBRA_VALUES, disc_value,
+from SpineSegDiffLib.core.errors import InputError
+from SpineSegDiffLib.data.phantom import (CANAL_VALUE, REQUIRED_VERTEBRAE, VERTEBRA_VALUES, disc_value,
                                      generate_case, write_spider_folder)
 
 SEED = 11

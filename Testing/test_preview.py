@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from SpineSegDiffLib.errors import InputError
-from SpineSegDiffLib.labels import STRUCTURES
-from SpineSegDiffLib.preview import TITLE_HEIGHT, PreviewPanel, mid_sagittal, save_preview
+from SpineSegDiffLib.core.errors import InputError
+from SpineSegDiffLib.core.labels import STRUCTURES
+from SpineSegDiffLib.evaluation.preview import TITLE_HEIGHT, PreviewPanel, mid_sagittal, save_preview
 
 
 def _panel_data():

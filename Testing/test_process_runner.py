@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from SpineSegDiffLogic.process_runner import (EngineProcess, parse_progress_line, python_environment,
+from SpineSegDiffSlicerLib.process_runner import (EngineProcess, parse_progress_line, python_environment,
                                               segment_command, user_message)
 
 posix_only = pytest.mark.skipif(os.name == "nt", reason="process groups and signals are POSIX here")
@@ -238,7 +238,7 @@ def test_segment_command_parses_with_the_real_cli(tmp_path):
     """The options the Slicer module passes are the ones the engine's parser accepts."""
     import argparse
 
-    from SpineSegDiffLib import cli
+    from SpineSegDiffLib.cli import entry as cli
 
     if "segment" not in cli.COMMANDS:
         pytest.skip("the engine's segment command is not registered yet")

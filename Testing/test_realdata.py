@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from SpineSegDiffLib.errors import InputError
-from SpineSegDiffLib.labels import BY_KEY
-from SpineSegDiffLib.realdata import ENV_VARIABLE, default_real_folder, read_real_folder
+from SpineSegDiffLib.core.errors import InputError
+from SpineSegDiffLib.core.labels import BY_KEY
+from SpineSegDiffLib.data.realdata import ENV_VARIABLE, default_real_folder, read_real_folder
 
 
 def csv_rows(folder: Path) -> dict[str, dict[str, str]]:
@@ -61,7 +61,9 @@ def _one_case_folder(source: Path, target: Path, case_id: str) -> None:
 
 def test_default_folder_follows_the_environment(monkeypatch, tmp_path, real_data_dir):
     monkeypatch.delenv(ENV_VARIABLE, raising=False)
-    assert default_real_folder() == Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+    assert default_real_folder() is None  # an installed engine assumes no checkout around it
+    with pytest.raises(InputError, match=ENV_VARIABLE):
+        read_real_folder()
     _one_case_folder(real_data_dir, tmp_path / "one", "IVD_11")
     monkeypatch.setenv(ENV_VARIABLE, str(tmp_path / "one"))
     assert default_real_folder() == tmp_path / "one"

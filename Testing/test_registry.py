@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from SpineSegDiffLib.errors import ModelError
-from SpineSegDiffLib.modelfile import labels_metadata, read_metadata, save_model
-from SpineSegDiffLib.registry import (ModelEntry, add_user_model, all_models, cache_dir,
+from SpineSegDiffLib.core.errors import ModelError
+from SpineSegDiffLib.model.modelfile import labels_metadata, read_metadata, save_model
+from SpineSegDiffLib.model.registry import (ModelEntry, add_user_model, all_models, cache_dir,
                                       load_registry, resolve_model, validate_registry)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,20 +91,20 @@ def test_bundled_models_json_is_valid():
     entries = load_registry()
     assert entries and all(isinstance(e, ModelEntry) for e in entries)
     demo = next(e for e in entries if e.id == "spinesegdiff-demo")
-    assert not demo.is_remote and demo.url == "Resources/Models/spinesegdiff-demo.zip"
+    assert not demo.is_remote and demo.url == "models/spinesegdiff-demo.zip"
     assert set(demo.labels) == {"spinal_canal", "vertebrae", "discs"}
     assert demo.license == "Apache-2.0" and demo.modality == "MR"
 
 
 def test_models_json_against_json_schema():
     jsonschema = pytest.importorskip("jsonschema")
-    schema = json.loads((REPO / "Resources" / "Models.schema.json").read_text())
+    schema = json.loads((REPO / "SpineSegDiffLib" / "resources" / "Models.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
-    jsonschema.validate(json.loads((REPO / "Resources" / "Models.json").read_text()), schema)
+    jsonschema.validate(json.loads((REPO / "SpineSegDiffLib" / "resources" / "Models.json").read_text()), schema)
 
 
 def test_validator_names_the_bad_entry(tmp_path):
-    good = json.loads((REPO / "Resources" / "Models.json").read_text())
+    good = json.loads((REPO / "SpineSegDiffLib" / "resources" / "Models.json").read_text())
     entry = good["models"][0]
     cases = [
         ({**entry, "id": "broken"} | {"sha256": "xyz"}, "model 'broken'.*sha256"),
@@ -196,14 +196,14 @@ def test_local_entries_and_paths(model_zip, tmp_path):
 
 
 def test_add_user_model_round_trip(model_zip, private_cache):
-    bundled_before = (REPO / "Resources" / "Models.json").read_bytes()
+    bundled_before = (REPO / "SpineSegDiffLib" / "resources" / "Models.json").read_bytes()
     entry = add_user_model(model_zip)
     assert (entry.id, entry.version, entry.source) == ("my-model", "2.0", "user")
     assert entry.sha256 == sha(model_zip) and entry.size_bytes == model_zip.stat().st_size
     assert entry.sequences == ("T2",) and entry.training_data == "two phantoms"
     cached = Path(entry.url)
     assert cached.parent == private_cache and cached.read_bytes() == model_zip.read_bytes()
-    assert (REPO / "Resources" / "Models.json").read_bytes() == bundled_before
+    assert (REPO / "SpineSegDiffLib" / "resources" / "Models.json").read_bytes() == bundled_before
 
     models = all_models()
     assert [m.id for m in models if m.source == "user"] == ["my-model"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from SpineSegDiffLib.sample_cache import SampleCache, evict, folder_bytes
+from SpineSegDiffLib.inference.sample_cache import SampleCache, evict, folder_bytes
 
 STEPS = 2
 
@@ -17,7 +17,7 @@ STEPS = 2
 @pytest.fixture(scope="module")
 def small_image(phantom_folder) -> sitk.Image:
     """A phantom shrunk in-plane, so mapping back onto the input costs little."""
-    from SpineSegDiffLib.imageio import read_mri
+    from SpineSegDiffLib.data.imageio import read_mri
 
     image = read_mri(sorted((phantom_folder / "images").glob("*_t2.mha"))[0])
     return sitk.Shrink(image, [1, 3, 3]) if image.GetSize()[0] < image.GetSize()[1] else sitk.Shrink(image, [3, 3, 1])
@@ -25,7 +25,7 @@ def small_image(phantom_folder) -> sitk.Image:
 
 @pytest.fixture(scope="module")
 def model(tiny_model):
-    from SpineSegDiffLib.inference import load_model
+    from SpineSegDiffLib.inference.pipeline import load_model
 
     return load_model(tiny_model, "cpu")
 
@@ -45,7 +45,7 @@ class NetworkCalls:
 
 
 def segment(image, model, samples: int, cache_dir: Path | None, seed: int = 0):
-    from SpineSegDiffLib.inference import SegmentSettings, segment_image
+    from SpineSegDiffLib.inference.pipeline import SegmentSettings, segment_image
 
     settings = SegmentSettings(samples=samples, steps=STEPS, seed=seed, extras=True,
                                cache=cache_dir is not None, cache_dir=cache_dir)
@@ -95,8 +95,8 @@ def test_raising_draws_only_the_new_samples_and_equals_a_fresh_run(tmp_path, sma
 
 
 def test_another_input_model_or_seed_never_hits(tmp_path, small_image, model, tiny_model):
-    from SpineSegDiffLib.inference import load_model
-    from SpineSegDiffLib.modelfile import load_model_file, save_model
+    from SpineSegDiffLib.inference.pipeline import load_model
+    from SpineSegDiffLib.model.modelfile import load_model_file, save_model
 
     cache_dir = tmp_path / "ensembles"
     segment(small_image, model, 2, cache_dir)
@@ -189,8 +189,8 @@ def test_fast_pooling_swap_changes_no_output(model):
     """load_model swaps the CPU-slow 2x2 max-pooling layers; outputs stay bit-identical."""
     import torch
 
-    from SpineSegDiffLib.inference import MaxPool2x2
-    from SpineSegDiffLib.modelfile import build_model, load_model_file
+    from SpineSegDiffLib.inference.pipeline import MaxPool2x2
+    from SpineSegDiffLib.model.modelfile import build_model, load_model_file
 
     assert any(isinstance(m, MaxPool2x2) for m in model.network.modules())
     plain = build_model(load_model_file(model.path), "cpu").eval()
@@ -206,7 +206,7 @@ def test_fast_pooling_swap_changes_no_output(model):
 def test_sample_groups_keep_cache_and_fresh_runs_identical(tmp_path, small_image, model):
     """With 2 samples per network call (as on a GPU), raising 3 -> 6 draws only what is
     missing in whole groups, and equals a fresh 6-sample run."""
-    from SpineSegDiffLib.inference import SegmentSettings, segment_image
+    from SpineSegDiffLib.inference.pipeline import SegmentSettings, segment_image
 
     def run(samples, cache):
         settings = SegmentSettings(samples=samples, steps=STEPS, samples_per_call=2, cache=cache, extras=True,

@@ -24,7 +24,7 @@ MODULE_DIR = REPO / "SpineSegDiff"
 MODULE_FILE = MODULE_DIR / "SpineSegDiff.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "SpineSegDiff.ui"
 MODULE_CMAKE = MODULE_DIR / "CMakeLists.txt"
-LOGIC_DIR = MODULE_DIR / "SpineSegDiffLogic"
+LOGIC_DIR = MODULE_DIR / "SpineSegDiffSlicerLib"
 
 # Which widget classes Slicer's parameterNodeWrapper can bind to which parameter types
 # (slicer/parameterNodeWrapper/guiConnectors.py).
@@ -130,8 +130,8 @@ def test_ui_bindings_match_the_parameter_node():
 
 def test_cmake_ships_every_module_file():
     scripts = _cmake_list("MODULE_PYTHON_SCRIPTS")
-    on_disk = {f"SpineSegDiffLogic/{p.name}" for p in LOGIC_DIR.glob("*.py")}
-    assert on_disk, "SpineSegDiffLogic has no Python files"
+    on_disk = {f"SpineSegDiffSlicerLib/{p.name}" for p in LOGIC_DIR.glob("*.py")}
+    assert on_disk, "SpineSegDiffSlicerLib has no Python files"
     assert on_disk - set(scripts) == set(), f"not listed in MODULE_PYTHON_SCRIPTS: {on_disk - set(scripts)}"
     assert "SpineSegDiff.py" in scripts
     missing = [s for s in scripts + _cmake_list("MODULE_PYTHON_RESOURCES") if not (MODULE_DIR / s).is_file()]
@@ -199,12 +199,10 @@ def test_installed_layout_runs_the_engine_and_finds_the_registry(tmp_path):
     shutil.copytree(MODULE_DIR, scripted, ignore=shutil.ignore_patterns("__pycache__", "CMakeLists.txt"))
     shutil.copytree(REPO / "SpineSegDiffLib", scripted / "SpineSegDiffLib",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    if (REPO / "Resources" / "Models.json").is_file():
-        shutil.copy2(REPO / "Resources" / "Models.json", scripted / "Resources" / "Models.json")
-    from SpineSegDiffLogic.process_runner import EngineProcess, python_environment
+    from SpineSegDiffSlicerLib.process_runner import EngineProcess, python_environment
 
     env = python_environment(scripted, base={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
-    code = ("import SpineSegDiffLib, json; from SpineSegDiffLib import registry; "
+    code = ("import SpineSegDiffLib, json; from SpineSegDiffLib.model import registry; "
             "print(json.dumps({'engine': SpineSegDiffLib.__file__, 'models': [e.id for e in registry.load_registry()]}))")
     records = []
     proc = EngineProcess([sys.executable, "-c", code], records.append, lambda r: None, env=env,
@@ -213,5 +211,4 @@ def test_installed_layout_runs_the_engine_and_finds_the_registry(tmp_path):
     result = proc.wait(60)
     assert result.ok, result.stderr
     assert Path(records[0]["engine"]).resolve().is_relative_to(scripted.resolve())
-    if (REPO / "Resources" / "Models.json").is_file():
-        assert records[0]["models"], "the bundled registry should list at least one model"
+    assert records[0]["models"], "the bundled registry (package data) should list at least one model"

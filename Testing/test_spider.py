@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from SpineSegDiffLib.errors import InputError
-from SpineSegDiffLib.spider import (SEQUENCES, SpiderCase, SpiderWarning, patient_split,
+from SpineSegDiffLib.core.errors import InputError
+from SpineSegDiffLib.data.spider import (SEQUENCES, SpiderCase, SpiderWarning, patient_split,
                                     read_spider_folder, spider_to_semantic)
 
 SHAPE = (6, 20, 24)  # numpy (z, y, x): small, but the MRI checks want >= 16 in-plane
@@ -200,9 +200,9 @@ def test_patient_split_never_shares_a_patient_and_is_deterministic():
         patient_split(cases, val_fraction=1.0, seed=0)
 
 
-@pytest.mark.filterwarnings("error::SpineSegDiffLib.spider.SpiderWarning")
+@pytest.mark.filterwarnings("error::SpineSegDiffLib.data.spider.SpiderWarning")
 def test_phantom_folder_reads_as_spider(tmp_path):
-    from SpineSegDiffLib.phantom import write_spider_folder
+    from SpineSegDiffLib.data.phantom import write_spider_folder
 
     folder = tmp_path / "phantoms"
     write_spider_folder(folder, cases=2, seed=0)

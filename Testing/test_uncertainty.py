@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from SpineSegDiffLib.uncertainty import (
+from SpineSegDiffLib.model.uncertainty import (
     EnsembleStatistics, RunningEnsembleSums, binary_entropy, combine_structures, uncertainty_maps,
 )
 

@@ -73,11 +73,11 @@ def spider_sized_volume(slices: int = 18, size: int = 512, seed: int = 0) -> sit
 
 def write_random_model(path: Path, widths: str, device: torch.device) -> Path:
     """A model file with random weights at the given widths (timing only)."""
-    from SpineSegDiffLib import network
-    from SpineSegDiffLib.diffusion import DiffusionConfig
-    from SpineSegDiffLib.modelfile import save_model
-    from SpineSegDiffLib.network import DiffUNet, NetworkConfig
-    from SpineSegDiffLib.training import TrainConfig, model_metadata
+    from SpineSegDiffLib.model import network
+    from SpineSegDiffLib.model.diffusion import DiffusionConfig
+    from SpineSegDiffLib.model.modelfile import save_model
+    from SpineSegDiffLib.model.network import DiffUNet, NetworkConfig
+    from SpineSegDiffLib.training.loop import TrainConfig, model_metadata
 
     features_name, size, spacing = WIDTHS[widths]
     cfg = TrainConfig(features=widths if widths == "paper" else "small", grid_size=size, grid_spacing_mm=spacing,
@@ -92,7 +92,7 @@ def write_random_model(path: Path, widths: str, device: torch.device) -> Path:
 
 def naive_seconds_per_evaluation(model, slices: np.ndarray, steps: int, calls: int) -> float:
     """The naive loop: batch 1, one sample, one step per call, encoder at every call."""
-    from SpineSegDiffLib.diffusion import make_scheduler, set_sampling_timesteps
+    from SpineSegDiffLib.model.diffusion import make_scheduler, set_sampling_timesteps
 
     device, net = model.device, model.network
     sched = make_scheduler(model.diffusion)
@@ -119,8 +119,8 @@ def naive_seconds_per_evaluation(model, slices: np.ndarray, steps: int, calls: i
 def run_segment(image: sitk.Image, model, samples: int, steps: int, out_dir: Path,
                 cache_dir: Path | None = None) -> dict:
     """segment_image end to end plus writing labelmap and uncertainty; timings in seconds."""
-    from SpineSegDiffLib import outputs
-    from SpineSegDiffLib.inference import SegmentSettings, segment_image
+    from SpineSegDiffLib.data import outputs
+    from SpineSegDiffLib.inference.pipeline import SegmentSettings, segment_image
 
     settings = SegmentSettings(samples=samples, steps=steps, cache=cache_dir is not None, cache_dir=cache_dir)
     sync(model.device)
@@ -151,7 +151,7 @@ def nnunet_peer_seconds(slices: int, size: int, device: torch.device, time_slice
                         norm_op_kwargs={"eps": 1e-5, "affine": True}, nonlin=nn.LeakyReLU,
                         nonlin_kwargs={"inplace": True}).to(device).eval()
     volume = torch.rand(slices, 1, size, size, device=device)
-    from SpineSegDiffLib.inference import _autocast
+    from SpineSegDiffLib.inference.pipeline import _autocast
 
     with torch.inference_mode(), _autocast(device):
         net(volume[:1])  # warm-up
@@ -171,7 +171,7 @@ def peak_memory_subprocess(model_path: Path, tmp: Path, samples: int, steps: int
     """Peak resident memory of a fresh `spinesegdiff segment` on a 20 x 512 x 512 input."""
     image_path = tmp / "big.nii.gz"
     sitk.WriteImage(spider_sized_volume(20, 512, seed=1), str(image_path))
-    code = ("import resource, sys; from SpineSegDiffLib.cli import main; rc = main(sys.argv[1:]); "
+    code = ("import resource, sys; from SpineSegDiffLib.cli.entry import main; rc = main(sys.argv[1:]); "
             "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
     cmd = [sys.executable, "-c", code, "segment", str(image_path), "--model", str(model_path),
            "--samples", str(samples), "--steps", str(steps), "--output-segmentation", str(tmp / "big_seg.nii.gz"),
@@ -200,7 +200,7 @@ def main() -> int:
     p.add_argument("--no-targets", action="store_true", help="skip the cache and memory target checks")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args()
-    from SpineSegDiffLib.inference import load_model
+    from SpineSegDiffLib.inference.pipeline import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -280,7 +280,7 @@ def main() -> int:
     stamp = dt.date.today().isoformat()
     tag = f"{device.type}-{platform.node()[:20]}-{stamp}"
     machine["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
-    from SpineSegDiffLib.atomic import write_text
+    from SpineSegDiffLib.core.atomic import write_text
 
     write_text(args.out / f"{tag}.json", json.dumps({"machine": machine, "nnunet_peer_s": peer_s,
                                                       "records": records, "targets": targets}, indent=2) + "\n")

@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, default=REPO / "Resources" / "Models" / "spinesegdiff-demo.zip")
+    p.add_argument("--model", type=Path, default=REPO / "SpineSegDiffLib" / "resources" / "models" / "spinesegdiff-demo.zip")
     p.add_argument("--volumes", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
@@ -31,11 +31,11 @@ def main() -> int:
     import numpy as np
     import SimpleITK as sitk
 
-    from SpineSegDiffLib.evaluation import dice
-    from SpineSegDiffLib.inference import SegmentSettings, load_model, segment_image
-    from SpineSegDiffLib.labels import STRUCTURES
-    from SpineSegDiffLib.phantom import generate_case
-    from SpineSegDiffLib.spider import spider_to_semantic
+    from SpineSegDiffLib.evaluation.metrics import dice
+    from SpineSegDiffLib.inference.pipeline import SegmentSettings, load_model, segment_image
+    from SpineSegDiffLib.core.labels import STRUCTURES
+    from SpineSegDiffLib.data.phantom import generate_case
+    from SpineSegDiffLib.data.spider import spider_to_semantic
 
     model = load_model(args.model, args.device)
     cases = []

@@ -15,8 +15,8 @@ from PIL import Image, ImageDraw
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from SpineSegDiffLib.atomic import atomic_path  # noqa: E402
-from SpineSegDiffLib.labels import BY_KEY  # noqa: E402
+from SpineSegDiffLib.core.atomic import atomic_path  # noqa: E402
+from SpineSegDiffLib.core.labels import BY_KEY  # noqa: E402
 
 SIZE = 128
 DEFAULT_OUTPUT = REPO / "SpineSegDiff" / "Resources" / "Icons" / "SpineSegDiff.png"

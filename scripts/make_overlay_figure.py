@@ -7,7 +7,7 @@ it, the uncertainty as a colour overlay - with the module's review table underne
 (structure, volume, mean uncertainty, most uncertain first). The figure's title says so.
 
 Usage (from the repository root):
-    python scripts/make_overlay_figure.py [--model Resources/Models/spinesegdiff-demo.zip]
+    python scripts/make_overlay_figure.py [--model SpineSegDiffLib/resources/models/spinesegdiff-demo.zip]
         [--image SpineSegDiff/Resources/SampleData/spinesegdiff_phantom_t2.nrrd]
         [--samples S] [--steps K] [--seed 0] [--device cpu] [--out docs/images/slicer_overlay.png]
 
@@ -28,12 +28,12 @@ from PIL import Image, ImageDraw, ImageFont
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from SpineSegDiffLib.atomic import atomic_path  # noqa: E402
-from SpineSegDiffLib.errors import InputError, SpineSegDiffError  # noqa: E402
-from SpineSegDiffLib.labels import BY_KEY  # noqa: E402
-from SpineSegDiffLib.preview import PreviewPanel, mid_sagittal, save_preview  # noqa: E402
+from SpineSegDiffLib.core.atomic import atomic_path  # noqa: E402
+from SpineSegDiffLib.core.errors import InputError, SpineSegDiffError  # noqa: E402
+from SpineSegDiffLib.core.labels import BY_KEY  # noqa: E402
+from SpineSegDiffLib.evaluation.preview import PreviewPanel, mid_sagittal, save_preview  # noqa: E402
 
-DEFAULT_MODEL = REPO / "Resources" / "Models" / "spinesegdiff-demo.zip"
+DEFAULT_MODEL = REPO / "SpineSegDiffLib" / "resources" / "models" / "spinesegdiff-demo.zip"
 DEFAULT_IMAGE = REPO / "SpineSegDiff" / "Resources" / "SampleData" / "spinesegdiff_phantom_t2.nrrd"
 DEFAULT_OUT = REPO / "docs" / "images" / "slicer_overlay.png"
 PANEL_HEIGHT = 480
@@ -57,8 +57,8 @@ def _font(size: int) -> ImageFont.ImageFont:
 def segment(image_path: Path, model_path: Path, samples: int | None, steps: int | None, seed: int,
             device: str):
     """Run the engine in this process (same code path as `spinesegdiff segment`)."""
-    from SpineSegDiffLib.imageio import read_mri
-    from SpineSegDiffLib.inference import SegmentSettings, load_model, segment_image
+    from SpineSegDiffLib.data.imageio import read_mri
+    from SpineSegDiffLib.inference.pipeline import SegmentSettings, load_model, segment_image
 
     if not model_path.is_file():
         raise InputError(f"{model_path}: model file not found: train or download the demo model, "

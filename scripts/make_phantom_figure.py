@@ -23,8 +23,8 @@ import SimpleITK as sitk
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from SpineSegDiffLib.phantom import generate_case, semantic_from_spider_values  # noqa: E402
-from SpineSegDiffLib.preview import PreviewPanel, save_preview  # noqa: E402
+from SpineSegDiffLib.data.phantom import generate_case, semantic_from_spider_values  # noqa: E402
+from SpineSegDiffLib.evaluation.preview import PreviewPanel, save_preview  # noqa: E402
 
 # which semantic structure each real set labels (see the real data README)
 _REAL_SET_STRUCTURE = {"IVD": 3, "VB1": 2, "VB2": 2, "VB3": 2}

@@ -17,8 +17,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from SpineSegDiffLib.atomic import write_text  # noqa: E402
-from SpineSegDiffLib.imageio import write_image  # noqa: E402
+from SpineSegDiffLib.core.atomic import write_text  # noqa: E402
+from SpineSegDiffLib.data.imageio import write_image  # noqa: E402
 
 DEFAULT_OUTPUT = REPO / "SpineSegDiff" / "Resources" / "SampleData" / "spinesegdiff_phantom_t2.nrrd"
 SEED, INDEX, SEQUENCE = 2026, 0, "t2"
@@ -34,7 +34,7 @@ def sha256_of(path: Path) -> str:
 
 def write_sample(output: Path = DEFAULT_OUTPUT, seed: int = SEED, index: int = INDEX) -> str:
     """Write the phantom's T2 image to ``output`` and its checksum sidecar; return the checksum."""
-    from SpineSegDiffLib.phantom import generate_case
+    from SpineSegDiffLib.data.phantom import generate_case
 
     case = generate_case(seed=seed, index=index, sequences=(SEQUENCE,))
     write_image(case.images[SEQUENCE], output)  # compressed, atomic

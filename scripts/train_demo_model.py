@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Reproduce the bundled demo model: phantoms (+ part of the real-MRI folder), train,
 score on phantoms it never saw and on the real cases it did not train on, write
-`Resources/Models/spinesegdiff-demo.zip` with all of that in its `model.json`.
+`SpineSegDiffLib/resources/models/spinesegdiff-demo.zip` with all of that in its `model.json`.
 
     .venv/bin/python scripts/train_demo_model.py --minutes 30          # CPU, this machine
     python scripts/train_demo_model.py --minutes 5 --device cuda     # one GPU
@@ -31,10 +31,10 @@ def phantom_grid_cases(args_tuple):
     seed, index, spec_dict = args_tuple
     import SimpleITK as sitk
 
-    from SpineSegDiffLib.geometry import GridSpec
-    from SpineSegDiffLib.phantom import generate_case
-    from SpineSegDiffLib.spider import spider_to_semantic
-    from SpineSegDiffLib.training_data import _grid_case
+    from SpineSegDiffLib.grid.geometry import GridSpec
+    from SpineSegDiffLib.data.phantom import generate_case
+    from SpineSegDiffLib.data.spider import spider_to_semantic
+    from SpineSegDiffLib.training.data import _grid_case
 
     spec = GridSpec(**spec_dict)
     case = generate_case(seed=seed, index=index)
@@ -71,7 +71,7 @@ def split_real(cases):
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=REPO / "Resources" / "Models" / "spinesegdiff-demo.zip")
+    p.add_argument("--out", type=Path, default=REPO / "SpineSegDiffLib" / "resources" / "models" / "spinesegdiff-demo.zip")
     p.add_argument("--work", type=Path, default=REPO / "out" / "demo-training")
     p.add_argument("--phantoms", type=int, default=60, help="phantom patients for training (+ validation)")
     p.add_argument("--test-phantoms", type=int, default=6, help="unseen phantom patients scored at the end")
@@ -103,8 +103,8 @@ def main() -> int:
     p.add_argument("--eval-steps", type=int, default=10)
     args = p.parse_args()
 
-    from SpineSegDiffLib.training import TrainConfig, train
-    from SpineSegDiffLib.training_data import data_summary, load_folder, load_grid_cases
+    from SpineSegDiffLib.training.loop import TrainConfig, train
+    from SpineSegDiffLib.training.data import data_summary, load_folder, load_grid_cases
 
     cfg = TrainConfig(features=args.features, image_channels=args.image_channels, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, max_minutes=args.minutes, seed=args.seed,
@@ -135,7 +135,7 @@ def main() -> int:
     summary["real_held_out_cases"] = [c.case_id for c in real_held]
     init_state = None
     if args.init is not None:
-        from SpineSegDiffLib.modelfile import load_model_file
+        from SpineSegDiffLib.model.modelfile import load_model_file
 
         init_state = load_model_file(args.init).state_dict
         summary["initialised_from"] = str(args.init.name)
@@ -149,7 +149,7 @@ def main() -> int:
 
 def rescore(model_path: Path, args, real_held=None) -> int:
     """Score a trained model and write it, with its scores in model.json, to --out."""
-    from SpineSegDiffLib.modelfile import load_model_file, save_model
+    from SpineSegDiffLib.model.modelfile import load_model_file, save_model
 
     mf = load_model_file(model_path)
     if real_held is None:  # the cases the model did not train on, from its own record
@@ -169,13 +169,13 @@ def calibrate_model_file(path: Path, args, cfg) -> int:
     """Fit the logit calibration on phantoms of a seed used neither for training nor scoring."""
     import torch
 
-    from SpineSegDiffLib.calibration import calibrate
-    from SpineSegDiffLib.devices import choose_device
-    from SpineSegDiffLib.diffusion import DiffusionConfig
-    from SpineSegDiffLib.modelfile import load_model_file, save_model
-    from SpineSegDiffLib.network import DiffUNet, NetworkConfig
-    from SpineSegDiffLib.training import SliceSet
-    from SpineSegDiffLib.training_data import one_hot
+    from SpineSegDiffLib.model.calibration import calibrate
+    from SpineSegDiffLib.model.devices import choose_device
+    from SpineSegDiffLib.model.diffusion import DiffusionConfig
+    from SpineSegDiffLib.model.modelfile import load_model_file, save_model
+    from SpineSegDiffLib.model.network import DiffUNet, NetworkConfig
+    from SpineSegDiffLib.training.loop import SliceSet
+    from SpineSegDiffLib.training.data import one_hot
 
     mf = load_model_file(path)
     meta = dict(mf.metadata)
@@ -186,7 +186,7 @@ def calibrate_model_file(path: Path, args, cfg) -> int:
     net.load_state_dict(state)
     dev, _ = choose_device(args.device)
     net.to(dev)
-    from SpineSegDiffLib.geometry import GridSpec
+    from SpineSegDiffLib.grid.geometry import GridSpec
 
     spec = GridSpec(**meta["preprocessing"]["grid"])
     seed = args.seed + 2000
@@ -205,7 +205,7 @@ def calibrate_model_file(path: Path, args, cfg) -> int:
 
 
 def _real_cases(folder: Path):
-    from SpineSegDiffLib.realdata import read_real_folder
+    from SpineSegDiffLib.data.realdata import read_real_folder
 
     return read_real_folder(folder) if (folder / "cases.csv").is_file() else []
 
@@ -214,11 +214,11 @@ def score_model(model_path: Path, args, real_held) -> dict:
     """Dice on unseen phantoms (full volumes, input geometry) and on held-out real cases."""
     import SimpleITK as sitk
 
-    from SpineSegDiffLib.evaluation import aggregate, score_result
-    from SpineSegDiffLib.inference import SegmentSettings, load_model, segment_image
-    from SpineSegDiffLib.phantom import generate_case
-    from SpineSegDiffLib.realdata import read_real_folder
-    from SpineSegDiffLib.spider import spider_to_semantic
+    from SpineSegDiffLib.evaluation.metrics import aggregate, score_result
+    from SpineSegDiffLib.inference.pipeline import SegmentSettings, load_model, segment_image
+    from SpineSegDiffLib.data.phantom import generate_case
+    from SpineSegDiffLib.data.realdata import read_real_folder
+    from SpineSegDiffLib.data.spider import spider_to_semantic
 
     model = load_model(model_path, args.device)
     settings = SegmentSettings(samples=args.eval_samples, steps=args.eval_steps)

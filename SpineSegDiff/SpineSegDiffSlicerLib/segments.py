@@ -1,0 +1,56 @@
+"""Put a label array into a segmentation node as the project's named, coded segments."""
+
+from __future__ import annotations
+
+import numpy as np
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from SpineSegDiffLib.core.labels import STRUCTURES
+
+from .terminology import terminology_entry
+
+
+def oriented_mask(mask: np.ndarray, volume_node) -> slicer.vtkOrientedImageData:
+    """A (k, j, i) boolean mask as a binary vtkOrientedImageData on the volume's grid."""
+    image = slicer.vtkOrientedImageData()
+    image.SetDimensions(mask.shape[::-1])
+    scalars = numpy_support.numpy_to_vtk(np.ascontiguousarray(mask, dtype=np.uint8).ravel(), deep=True)
+    image.GetPointData().SetScalars(scalars)
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    image.SetImageToWorldMatrix(matrix)
+    return image
+
+
+def set_structure_segments(segmentations_logic, segmentation_node, labels: np.ndarray, volume_node) -> None:
+    """Replace the project's segments (IDs = structure keys) with the contents of ``labels``.
+
+    Segments a person added under other IDs are kept. Every structure gets a segment,
+    empty if the model found none, so it can be painted in by hand.
+    """
+    segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    segmentation = segmentation_node.GetSegmentation()
+    was_modifying = segmentation_node.StartModify()
+    try:
+        for structure in STRUCTURES:
+            if segmentation.GetSegment(structure.key) is not None:
+                segmentation.RemoveSegment(structure.key)
+            segmentation.AddEmptySegment(structure.key, structure.name, list(structure.color))
+            segment = segmentation.GetSegment(structure.key)
+            segment.SetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), terminology_entry(structure))
+            segment.SetLabelValue(structure.value)
+            mask = labels == structure.value
+            if mask.any():
+                segmentations_logic.SetBinaryLabelmapToSegment(
+                    oriented_mask(mask, volume_node), segmentation_node, structure.key,
+                    slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+    finally:
+        segmentation_node.EndModify(was_modifying)
+
+
+def structure_segment_values(segmentation_node) -> dict[str, int]:
+    """Label value for each of the project's segments present in the node, by segment ID."""
+    segmentation = segmentation_node.GetSegmentation()
+    return {s.key: s.value for s in STRUCTURES if segmentation.GetSegment(s.key) is not None}

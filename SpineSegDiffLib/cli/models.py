@@ -1,0 +1,26 @@
+"""`spinesegdiff models`: list the registered models or add one from disk."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["list", "add"], help="list: show models; add: register a .zip")
+    p.add_argument("path", nargs="?", type=Path, help="for add: the model .zip")
+
+
+def run(args: argparse.Namespace) -> int:
+    from SpineSegDiffLib.core.errors import InputError
+    from SpineSegDiffLib.model.registry import add_user_model, all_models
+
+    if args.action == "add":
+        if args.path is None:
+            raise InputError("models add needs the path of a model .zip")
+        entry = add_user_model(args.path)
+        print(f"added {entry.id} {entry.version} ({entry.title})")
+        return 0
+    for entry in all_models():
+        print(f"{entry.id:<28} {entry.version:<10} {entry.title}")
+    return 0

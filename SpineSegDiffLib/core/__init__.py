@@ -1,0 +1,1 @@
+"""Conventions every part of the engine shares: errors, labels, atomic writes, progress, logging. No torch."""

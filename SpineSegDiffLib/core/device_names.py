@@ -1,0 +1,12 @@
+"""The device names every entry point accepts (torch-free, so parsers and Slicer can use them)."""
+
+from __future__ import annotations
+
+# "gpu" is an alias of "cuda", kept because users type it
+DEVICE_CHOICES: tuple[str, ...] = ("auto", "cuda", "gpu", "mps", "cpu")
+
+
+def canonical_device(name: str | None) -> str:
+    """'gpu' -> 'cuda', None -> 'auto', anything else lower-cased (checked by the caller)."""
+    name = (name or "auto").lower()
+    return "cuda" if name == "gpu" else name

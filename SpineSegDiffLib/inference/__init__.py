@@ -1,0 +1,1 @@
+"""Segmenting a volume: ensemble sampling, fusion, clean-up, sample cache, summary."""

@@ -1,0 +1,1 @@
+"""Package data: the model registry, its schema and the bundled model files."""
