@@ -15,7 +15,8 @@ def make_phantom_folder(out: Path, cases: int = 2, seed: int = 5) -> Path:
 
 
 def train_tiny_model(data: Path, out: Path, epochs: int = 1, **overrides) -> Path:
-    from SpineSegDiffLib.training.loop import TrainConfig, train
+    from SpineSegDiffLib.training.config import TrainConfig
+    from SpineSegDiffLib.training.loop import train
     from SpineSegDiffLib.training.data import load_folder
 
     # no calibration: a barely trained model calibrated on its validation slices predicts

@@ -72,3 +72,52 @@ def test_regions_of_a_real_body_only_case_land_between_its_bodies(real_data_dir)
     for i in np.random.default_rng(1).choice(len(zs), 50, replace=False):
         near = body[max(0, zs[i] - 15):zs[i] + 16, :, xs[i]]
         assert not near.any() or ys[i] < np.nonzero(near.any(axis=0))[0].min()
+
+
+def _phantom_grid_case(phantom_folder):
+    from SpineSegDiffLib.grid.geometry import GridSpec
+    from SpineSegDiffLib.training.data import load_folder
+
+    return load_folder(phantom_folder, GridSpec(2.0, 160, 2.0), limit=1)[0]
+
+
+def test_beyond_posterior_elements_never_covers_a_vertebra_canal_or_disc(phantom_folder):
+    """On a phantom (full labels, posterior elements included) keep only the bodies, as the
+    real VB sets do: the region the rule calls "no spine" must miss every labelled voxel."""
+    from SpineSegDiffLib.data.body_only import beyond_posterior_elements
+
+    case = _phantom_grid_case(phantom_folder)
+    vertebra, canal = case.labels == 2, case.labels == 1
+    rows = np.nonzero(canal.any(axis=(0, 2)))[0]
+    front_of_canal = np.full(vertebra.shape[1], 10 ** 6)
+    for r in rows:
+        front_of_canal[r] = np.nonzero(canal[:, r].any(axis=0))[0].min()
+    cols = np.arange(vertebra.shape[2])[None, None, :]
+    bodies = vertebra & (cols < front_of_canal[None, :, None] - 1)
+    region = beyond_posterior_elements(bodies, case.spacing_mm)
+    assert region.sum() > 0.05 * region.size  # it decides a real share of the field
+    assert not (region & (case.labels > 0)).any()
+    # the deep back muscles behind the spinous processes are in it, the bodies' rows only
+    top, bottom = np.nonzero(bodies.any(axis=(0, 2)))[0][[0, -1]]
+    assert not region[:, :top].any() and not region[:, bottom + 1:].any()
+
+
+def test_beyond_posterior_elements_of_no_bodies_is_empty():
+    from SpineSegDiffLib.data.body_only import beyond_posterior_elements
+
+    assert not beyond_posterior_elements(np.zeros((4, 20, 20), bool), (2.0, 2.0, 2.0)).any()
+
+
+def test_body_only_targets_add_the_region_as_known_background(phantom_folder):
+    from SpineSegDiffLib.training.targets import SliceSet
+
+    case = _phantom_grid_case(phantom_folder)
+    case.labels = np.where(case.labels == 2, 2, 0).astype(np.uint8)  # crude "body-only" case
+    case.annotated = np.array([False, True, False])
+    case.body_only = True
+    with_rule = SliceSet.from_cases([case], 1, 2.0)
+    lateral = np.nonzero(~case.labels.reshape(len(case.labels), -1).any(1))[0]
+    # slices without a body still get "no spine" weight where the rule decides
+    if lateral.size:
+        assert with_rule.weights[lateral, 1].sum() > 0
+    assert with_rule.weights[:, 0].sum() > 0 and with_rule.weights[:, 2].sum() > 0

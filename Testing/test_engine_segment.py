@@ -188,7 +188,11 @@ def test_out_of_memory_retries_with_smaller_batches_and_same_result(tiny_model, 
     torch.cuda.OutOfMemoryError, raised by the encoder above a batch size, as CUDA does."""
     import torch
 
-    from SpineSegDiffLib.inference.pipeline import SegmentSettings, load_model, predict_on_grid
+    from SpineSegDiffLib.inference.loading import load_model
+
+    from SpineSegDiffLib.inference.pipeline import predict_on_grid
+
+    from SpineSegDiffLib.inference.settings import SegmentSettings
 
     model = load_model(tiny_model, "cpu")
     size = model.grid_spec.size

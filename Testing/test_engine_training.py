@@ -117,7 +117,7 @@ def test_evaluate_scores_vertebral_body_only_cases_as_recall(cli, tmp_path, tiny
 
 
 def test_partial_label_targets_ignore_unlabelled_structures_and_posterior_elements():
-    from SpineSegDiffLib.training.loop import partial_label_targets
+    from SpineSegDiffLib.training.targets import partial_label_targets
 
     labels = np.zeros((2, 64, 64), np.uint8)
     labels[:, 10:20, 20:30] = 2  # two vertebral bodies, 4 rows (8 mm) apart
@@ -173,7 +173,8 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path, phantom_folder, tin
     import torch
 
     from engine_fixtures import TINY_GRID
-    from SpineSegDiffLib.training.loop import TrainConfig, train
+    from SpineSegDiffLib.training.config import TrainConfig
+    from SpineSegDiffLib.training.loop import train
     from SpineSegDiffLib.training.data import load_folder
 
     start = load_model_file(tiny_model).state_dict
@@ -192,7 +193,7 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path, phantom_folder, tin
 
 
 def test_time_budget_learning_rate_warms_up_on_time_then_anneals_to_the_floor():
-    from SpineSegDiffLib.training.loop import _time_lr_factor
+    from SpineSegDiffLib.training.schedule import _time_lr_factor
 
     budget = 600.0
     f = [_time_lr_factor(t, budget, 0.05) for t in np.linspace(0, budget * 1.2, 241)]

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from SpineSegDiffLib.model import modelfile
 from SpineSegDiffLib.core.errors import ModelError
-from SpineSegDiffLib.model.modelfile import (MODEL_FORMAT_VERSION, build_model, check_state_dict_fits,
-                                       labels_metadata, load_model_file, read_metadata, save_model,
-                                       sha256_file)
+from SpineSegDiffLib.core.hashing import sha256_file
+from SpineSegDiffLib.model import metadata as model_metadata
+from SpineSegDiffLib.model.metadata import MODEL_FORMAT_VERSION, labels_metadata, read_metadata
+from SpineSegDiffLib.model.modelfile import build_model, check_state_dict_fits, load_model_file, save_model
 
 SMALL_ARCH = {"features": [4, 4, 8, 8, 16, 4], "time_embed_dim": 8}
 
@@ -222,7 +222,7 @@ def test_member_claiming_huge_size_is_refused(saved, tmp_path):
     data[central + 24: central + 28] = (0xFFFFFFF0).to_bytes(4, "little")
     bomb = tmp_path / "bomb.zip"
     bomb.write_bytes(bytes(data))
-    assert 0xFFFFFFF0 > modelfile.MAX_WEIGHTS_BYTES
+    assert 0xFFFFFFF0 > model_metadata.MAX_WEIGHTS_BYTES
     assert_model_error(bomb, "claims", "refusing")
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from SpineSegDiffLib.core.errors import ModelError
-from SpineSegDiffLib.model.modelfile import labels_metadata, read_metadata, save_model
+from SpineSegDiffLib.model.metadata import labels_metadata, read_metadata
+from SpineSegDiffLib.model.modelfile import save_model
 from SpineSegDiffLib.model.registry import (ModelEntry, add_user_model, all_models, cache_dir,
                                       load_registry, resolve_model, validate_registry)
 

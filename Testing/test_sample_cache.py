@@ -25,7 +25,7 @@ def small_image(phantom_folder) -> sitk.Image:
 
 @pytest.fixture(scope="module")
 def model(tiny_model):
-    from SpineSegDiffLib.inference.pipeline import load_model
+    from SpineSegDiffLib.inference.loading import load_model
 
     return load_model(tiny_model, "cpu")
 
@@ -45,7 +45,8 @@ class NetworkCalls:
 
 
 def segment(image, model, samples: int, cache_dir: Path | None, seed: int = 0):
-    from SpineSegDiffLib.inference.pipeline import SegmentSettings, segment_image
+    from SpineSegDiffLib.inference.pipeline import segment_image
+    from SpineSegDiffLib.inference.settings import SegmentSettings
 
     settings = SegmentSettings(samples=samples, steps=STEPS, seed=seed, extras=True,
                                cache=cache_dir is not None, cache_dir=cache_dir)
@@ -95,7 +96,7 @@ def test_raising_draws_only_the_new_samples_and_equals_a_fresh_run(tmp_path, sma
 
 
 def test_another_input_model_or_seed_never_hits(tmp_path, small_image, model, tiny_model):
-    from SpineSegDiffLib.inference.pipeline import load_model
+    from SpineSegDiffLib.inference.loading import load_model
     from SpineSegDiffLib.model.modelfile import load_model_file, save_model
 
     cache_dir = tmp_path / "ensembles"
@@ -189,7 +190,7 @@ def test_fast_pooling_swap_changes_no_output(model):
     """load_model swaps the CPU-slow 2x2 max-pooling layers; outputs stay bit-identical."""
     import torch
 
-    from SpineSegDiffLib.inference.pipeline import MaxPool2x2
+    from SpineSegDiffLib.inference.loading import MaxPool2x2
     from SpineSegDiffLib.model.modelfile import build_model, load_model_file
 
     assert any(isinstance(m, MaxPool2x2) for m in model.network.modules())
@@ -206,7 +207,8 @@ def test_fast_pooling_swap_changes_no_output(model):
 def test_sample_groups_keep_cache_and_fresh_runs_identical(tmp_path, small_image, model):
     """With 2 samples per network call (as on a GPU), raising 3 -> 6 draws only what is
     missing in whole groups, and equals a fresh 6-sample run."""
-    from SpineSegDiffLib.inference.pipeline import SegmentSettings, segment_image
+    from SpineSegDiffLib.inference.pipeline import segment_image
+    from SpineSegDiffLib.inference.settings import SegmentSettings
 
     def run(samples, cache):
         settings = SegmentSettings(samples=samples, steps=STEPS, samples_per_call=2, cache=cache, extras=True,

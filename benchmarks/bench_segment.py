@@ -77,7 +77,8 @@ def write_random_model(path: Path, widths: str, device: torch.device) -> Path:
     from SpineSegDiffLib.model.diffusion import DiffusionConfig
     from SpineSegDiffLib.model.modelfile import save_model
     from SpineSegDiffLib.model.network import DiffUNet, NetworkConfig
-    from SpineSegDiffLib.training.loop import TrainConfig, model_metadata
+    from SpineSegDiffLib.training.config import TrainConfig
+    from SpineSegDiffLib.training.model_record import model_metadata
 
     features_name, size, spacing = WIDTHS[widths]
     cfg = TrainConfig(features=widths if widths == "paper" else "small", grid_size=size, grid_spacing_mm=spacing,
@@ -120,7 +121,8 @@ def run_segment(image: sitk.Image, model, samples: int, steps: int, out_dir: Pat
                 cache_dir: Path | None = None) -> dict:
     """segment_image end to end plus writing labelmap and uncertainty; timings in seconds."""
     from SpineSegDiffLib.data import outputs
-    from SpineSegDiffLib.inference.pipeline import SegmentSettings, segment_image
+    from SpineSegDiffLib.inference.pipeline import segment_image
+    from SpineSegDiffLib.inference.settings import SegmentSettings
 
     settings = SegmentSettings(samples=samples, steps=steps, cache=cache_dir is not None, cache_dir=cache_dir)
     sync(model.device)
@@ -200,7 +202,7 @@ def main() -> int:
     p.add_argument("--no-targets", action="store_true", help="skip the cache and memory target checks")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args()
-    from SpineSegDiffLib.inference.pipeline import load_model
+    from SpineSegDiffLib.inference.loading import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -32,7 +32,9 @@ def main() -> int:
     import SimpleITK as sitk
 
     from SpineSegDiffLib.evaluation.metrics import dice
-    from SpineSegDiffLib.inference.pipeline import SegmentSettings, load_model, segment_image
+    from SpineSegDiffLib.inference.loading import load_model
+    from SpineSegDiffLib.inference.pipeline import segment_image
+    from SpineSegDiffLib.inference.settings import SegmentSettings
     from SpineSegDiffLib.core.labels import STRUCTURES
     from SpineSegDiffLib.data.phantom import generate_case
     from SpineSegDiffLib.data.spider import spider_to_semantic

@@ -58,7 +58,9 @@ def segment(image_path: Path, model_path: Path, samples: int | None, steps: int 
             device: str):
     """Run the engine in this process (same code path as `spinesegdiff segment`)."""
     from SpineSegDiffLib.data.imageio import read_mri
-    from SpineSegDiffLib.inference.pipeline import SegmentSettings, load_model, segment_image
+    from SpineSegDiffLib.inference.loading import load_model
+    from SpineSegDiffLib.inference.pipeline import segment_image
+    from SpineSegDiffLib.inference.settings import SegmentSettings
 
     if not model_path.is_file():
         raise InputError(f"{model_path}: model file not found: train or download the demo model, "

@@ -90,6 +90,8 @@ def main() -> int:
     p.add_argument("--score-only", type=Path, default=None,
                    help="skip training: score this model file and write it with the scores to --out")
     p.add_argument("--init", type=Path, default=None, help="fine-tune: start from this model file's weights")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from the checkpoint in --work (same arguments)")
     p.add_argument("--model-version", default="1.1.0", help="version written into model.json")
     p.add_argument("--features", default="small")
     p.add_argument("--image-channels", type=int, default=3, help="3 = 2.5D (default), 1 = 2D")
@@ -103,7 +105,9 @@ def main() -> int:
     p.add_argument("--eval-steps", type=int, default=10)
     args = p.parse_args()
 
-    from SpineSegDiffLib.training.loop import TrainConfig, train
+    from SpineSegDiffLib.training.config import TrainConfig
+
+    from SpineSegDiffLib.training.loop import train
     from SpineSegDiffLib.training.data import data_summary, load_folder, load_grid_cases
 
     cfg = TrainConfig(features=args.features, image_channels=args.image_channels, epochs=args.epochs,
@@ -139,7 +143,7 @@ def main() -> int:
 
         init_state = load_model_file(args.init).state_dict
         summary["initialised_from"] = str(args.init.name)
-    result = train(cases, cfg, args.work, device=args.device, data_summary=summary,
+    result = train(cases, cfg, args.work, device=args.device, data_summary=summary, resume=args.resume,
                    log=lambda m: print(m, flush=True), init_state=init_state)
     print(f"trained in {result.seconds / 60:.1f} min", flush=True)
 
@@ -174,7 +178,7 @@ def calibrate_model_file(path: Path, args, cfg) -> int:
     from SpineSegDiffLib.model.diffusion import DiffusionConfig
     from SpineSegDiffLib.model.modelfile import load_model_file, save_model
     from SpineSegDiffLib.model.network import DiffUNet, NetworkConfig
-    from SpineSegDiffLib.training.loop import SliceSet
+    from SpineSegDiffLib.training.targets import SliceSet
     from SpineSegDiffLib.training.data import one_hot
 
     mf = load_model_file(path)
@@ -215,7 +219,9 @@ def score_model(model_path: Path, args, real_held) -> dict:
     import SimpleITK as sitk
 
     from SpineSegDiffLib.evaluation.metrics import aggregate, score_result
-    from SpineSegDiffLib.inference.pipeline import SegmentSettings, load_model, segment_image
+    from SpineSegDiffLib.inference.loading import load_model
+    from SpineSegDiffLib.inference.pipeline import segment_image
+    from SpineSegDiffLib.inference.settings import SegmentSettings
     from SpineSegDiffLib.data.phantom import generate_case
     from SpineSegDiffLib.data.realdata import read_real_folder
     from SpineSegDiffLib.data.spider import spider_to_semantic

@@ -35,14 +35,16 @@ def run(args: argparse.Namespace) -> int:
     import SimpleITK as sitk
 
     from SpineSegDiffLib.data import outputs
-    from SpineSegDiffLib.evaluation.metrics import headline_score, score_result
     from SpineSegDiffLib.data.imageio import write_image
-    from SpineSegDiffLib.inference.pipeline import SegmentSettings, load_model, segment_image
     from SpineSegDiffLib.data.phantom import generate_case
     from SpineSegDiffLib.data.realdata import default_real_folder, read_real_folder
-    from SpineSegDiffLib.model.registry import resolve_model
-    from SpineSegDiffLib.evaluation.report import case_overview_png
     from SpineSegDiffLib.data.spider import spider_to_semantic
+    from SpineSegDiffLib.evaluation.metrics import headline_score, score_result
+    from SpineSegDiffLib.evaluation.report import case_overview_png
+    from SpineSegDiffLib.inference.loading import load_model
+    from SpineSegDiffLib.inference.pipeline import segment_image
+    from SpineSegDiffLib.inference.settings import SegmentSettings
+    from SpineSegDiffLib.model.registry import resolve_model
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

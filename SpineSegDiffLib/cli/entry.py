@@ -10,6 +10,7 @@ from typing import Sequence
 
 from SpineSegDiffLib import __version__
 from SpineSegDiffLib.core.errors import SpineSegDiffError
+from SpineSegDiffLib.core.log import configure_cli_logging
 
 # command name -> (module under SpineSegDiffLib.cli, one-line help).
 # The help text lives here too so `--help` does not import the heavy modules.
@@ -63,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Cancel (from the Slicer module or a batch system) sends SIGTERM: turn it into an
     # exception so the temporary-file clean-up in `finally` blocks runs before exit
     signal.signal(signal.SIGTERM, _terminate)
+    configure_cli_logging()
     if args.command is None:
         parser.print_help()
         return 1

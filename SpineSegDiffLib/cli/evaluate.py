@@ -29,11 +29,13 @@ def run(args: argparse.Namespace) -> int:
     import SimpleITK as sitk
 
     from SpineSegDiffLib.core.atomic import write_text
-    from SpineSegDiffLib.evaluation.metrics import aggregate, score_result
-    from SpineSegDiffLib.inference.pipeline import SegmentSettings, load_model, segment_image
     from SpineSegDiffLib.core.progress import make_progress
-    from SpineSegDiffLib.model.registry import resolve_model
+    from SpineSegDiffLib.evaluation.metrics import aggregate, score_result
     from SpineSegDiffLib.evaluation.report import case_overview_png, markdown_report
+    from SpineSegDiffLib.inference.loading import load_model
+    from SpineSegDiffLib.inference.pipeline import segment_image
+    from SpineSegDiffLib.inference.settings import SegmentSettings
+    from SpineSegDiffLib.model.registry import resolve_model
     from SpineSegDiffLib.training.data import iter_labelled_cases
 
     model = load_model(resolve_model(args.model), args.device)

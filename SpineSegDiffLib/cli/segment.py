@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 from SpineSegDiffLib.core.device_names import DEVICE_CHOICES
-
 from SpineSegDiffLib.core.errors import InputError
 
 
@@ -63,7 +62,7 @@ def _outputs_from_args(args) -> dict[str, Path | None]:
 
 
 def _load_model(args):
-    from SpineSegDiffLib.inference.pipeline import load_model
+    from SpineSegDiffLib.inference.loading import load_model
     from SpineSegDiffLib.model.registry import resolve_model
 
     if not hasattr(args, "_loaded_model"):
@@ -72,10 +71,11 @@ def _load_model(args):
 
 
 def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progress, start: float, end: float) -> dict:
+    from SpineSegDiffLib.core.progress import SubProgress
     from SpineSegDiffLib.data import outputs as out
     from SpineSegDiffLib.data.imageio import read_mri
-    from SpineSegDiffLib.inference.pipeline import SegmentSettings, segment_image
-    from SpineSegDiffLib.core.progress import SubProgress
+    from SpineSegDiffLib.inference.pipeline import segment_image
+    from SpineSegDiffLib.inference.settings import SegmentSettings
 
     out.check_output_paths(list(outputs.values()))
     if outputs["segmentation"] is not None:

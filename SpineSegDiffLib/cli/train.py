@@ -12,7 +12,7 @@ from SpineSegDiffLib.core.device_names import DEVICE_CHOICES
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from SpineSegDiffLib.training.loop import TrainConfig
+    from SpineSegDiffLib.training.config import TrainConfig
 
     d = TrainConfig()
     p.add_argument("data", type=Path, nargs="+",
@@ -43,8 +43,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from SpineSegDiffLib.core.errors import InputError
     from SpineSegDiffLib.core.progress import make_progress
-    from SpineSegDiffLib.training.loop import TrainConfig, train
     from SpineSegDiffLib.training.data import data_summary, load_folder
+    from SpineSegDiffLib.training.config import TrainConfig
+    from SpineSegDiffLib.training.loop import train
 
     values = {}
     if args.config is not None:

@@ -76,3 +76,63 @@ def volume_regions(body: np.ndarray, spacing_mm: tuple[float, float]) -> tuple[n
         if body[i].any():
             gaps[i], front[i] = slice_regions(body[i], spacing_mm)
     return gaps, front
+
+
+# --- beyond the posterior elements (3-D: needs the bodies of neighbouring slices) -------
+# A lumbar vertebra's posterior elements reach about 55-65 mm behind the body's posterior
+# wall in the midline (spinous process) and 35-45 mm off the midline (laminae, facets);
+# transverse processes stay within about 25 mm of the wall. Everything farther back is
+# paraspinal muscle, fat or skin, and anything more than a few mm beside the body and in
+# front of its posterior wall is psoas, vessels or rib heads: not vertebra, disc or canal.
+MIDLINE_HALF_WIDTH_MM = 12.0  # spinous processes, allowing for rotation
+LATERAL_REACH_MM = 50.0  # deepest laminae / facets off the midline, plus margin
+MIDLINE_REACH_MM = 75.0  # deepest spinous process tip, plus margin
+SIDE_MARGIN_MM = 5.0  # bulging discs and osteophytes beside the body
+FRONT_OF_WALL_MM = 5.0  # pedicles leave the body at its posterior wall
+SMOOTH_WINDOW_MM = 10.0  # per-row wall and edges: the most generous within this reach
+
+
+def _per_row(values: np.ndarray, rows_with: np.ndarray, n_rows: int, reach: int, kind: str) -> np.ndarray:
+    """A per-row value interpolated across rows without bodies, widened over +-reach rows."""
+    out = np.interp(np.arange(n_rows), rows_with, values)
+    size = 2 * reach + 1
+    return (ndimage.maximum_filter1d if kind == "max" else ndimage.minimum_filter1d)(out, size=size, mode="nearest")
+
+
+def beyond_posterior_elements(body: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
+    """Voxels that cannot be vertebra, disc or canal, given only the vertebral bodies.
+
+    ``body``: (slices, rows, cols) bool on the model grid (slices left->right, rows
+    superior->inferior, cols anterior->posterior); ``spacing_mm``: (slice, row, col).
+    Only rows between the first and last labelled body count (above and below, other
+    vertebrae and the sacrum may lie anywhere). Returns bool of the same shape.
+    """
+    body = np.asarray(body, dtype=bool)
+    out = np.zeros(body.shape, dtype=bool)
+    rows_with = np.nonzero(body.any(axis=(0, 2)))[0]
+    if rows_with.size == 0:
+        return out
+    s_mm, r_mm, c_mm = (float(v) for v in spacing_mm)
+    n_slices, n_rows, n_cols = body.shape
+    reach = max(0, int(round(SMOOTH_WINDOW_MM / r_mm)))
+    per_row = body[:, rows_with, :]  # (slices, k, cols)
+    cols_any = per_row.any(axis=0)  # (k, cols)
+    wall = n_cols - 1 - np.argmax(cols_any[:, ::-1], axis=1)  # most posterior body column
+    slices_any = per_row.any(axis=2)  # (slices, k)
+    left = np.argmax(slices_any, axis=0)
+    right = n_slices - 1 - np.argmax(slices_any[::-1], axis=0)
+    wall = _per_row(wall.astype(float), rows_with, n_rows, reach, "max")
+    left = _per_row(left.astype(float), rows_with, n_rows, reach, "min")
+    right = _per_row(right.astype(float), rows_with, n_rows, reach, "max")
+    mid = (left + right) / 2
+    r0, r1 = int(rows_with[0]), int(rows_with[-1]) + 1
+    s_idx = np.arange(n_slices)[:, None, None]
+    c_idx = np.arange(n_cols)[None, None, :]
+    rows = slice(r0, r1)
+    depth = (c_idx - wall[None, rows, None]) * c_mm  # > 0 behind the posterior wall
+    lateral = np.abs(s_idx - mid[None, rows, None]) * s_mm
+    outside = np.maximum(np.maximum(left[None, rows, None] - s_idx, s_idx - right[None, rows, None]), 0) * s_mm
+    behind = ((depth > LATERAL_REACH_MM) & (lateral > MIDLINE_HALF_WIDTH_MM)) | (depth > MIDLINE_REACH_MM)
+    beside = (depth < -FRONT_OF_WALL_MM) & (outside > SIDE_MARGIN_MM)
+    out[:, rows, :] = (behind | beside) & ~body[:, rows, :]
+    return out

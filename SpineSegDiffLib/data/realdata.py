@@ -18,8 +18,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from SpineSegDiffLib.core.errors import InputError
-from SpineSegDiffLib.data.imageio import read_label, read_mri
 from SpineSegDiffLib.core.labels import BY_KEY
+from SpineSegDiffLib.data.imageio import read_label, read_mri
 
 ENV_VARIABLE = "SPINESEGDIFF_REAL_DATA"
 

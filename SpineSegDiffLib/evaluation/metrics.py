@@ -41,9 +41,9 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing_zyx: tuple[float, float, flo
     """95th-percentile symmetric Hausdorff distance in mm (MONAI)."""
     if not pred.any() or not ref.any():
         return math.nan
-    from monai.metrics import compute_hausdorff_distance
-
     import warnings
+
+    from monai.metrics import compute_hausdorff_distance
 
     p = torch.from_numpy(pred[None, None].astype(np.uint8))
     r = torch.from_numpy(ref[None, None].astype(np.uint8))

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from SpineSegDiffLib.evaluation.metrics import headline_score
 from SpineSegDiffLib.core.labels import STRUCTURES
+from SpineSegDiffLib.evaluation.metrics import headline_score
 from SpineSegDiffLib.evaluation.preview import PreviewPanel, save_preview
 
 

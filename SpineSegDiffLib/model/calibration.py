@@ -14,7 +14,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from SpineSegDiffLib.model.diffusion import DiffusionConfig, make_scheduler, set_sampling_timesteps
+from SpineSegDiffLib.model.diffusion import (
+    DiffusionConfig,
+    make_scheduler,
+    set_sampling_timesteps,
+)
 
 
 @torch.no_grad()

@@ -25,7 +25,10 @@ from monai.networks.schedulers import DDIMScheduler
 from SpineSegDiffLib.core.errors import ModelError
 from SpineSegDiffLib.model.network import DiffUNet
 from SpineSegDiffLib.model.uncertainty import (
-    EnsembleStatistics, RunningEnsembleSums, UncertaintyMaps, uncertainty_maps,
+    EnsembleStatistics,
+    RunningEnsembleSums,
+    UncertaintyMaps,
+    uncertainty_maps,
 )
 
 

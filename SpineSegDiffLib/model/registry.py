@@ -9,11 +9,11 @@ so the cache never holds a half-downloaded or tampered file under its final name
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 import re
 import shutil
-import importlib.resources
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -214,7 +214,7 @@ def _find(name: str | os.PathLike) -> ModelEntry | Path:
 
 
 def _verify(path: Path, expected: str, what: str) -> None:
-    from SpineSegDiffLib.model.modelfile import sha256_file
+    from SpineSegDiffLib.core.hashing import sha256_file
 
     actual = sha256_file(path)
     if actual != expected:
@@ -223,7 +223,7 @@ def _verify(path: Path, expected: str, what: str) -> None:
 
 
 def _cached_download(entry: ModelEntry, progress: ProgressCallback | None) -> Path:
-    from SpineSegDiffLib.model.modelfile import sha256_file
+    from SpineSegDiffLib.core.hashing import sha256_file
 
     destination = cache_dir() / f"{entry.id}-{entry.version}.zip"
     if destination.is_file() and sha256_file(destination) == entry.sha256:
@@ -269,7 +269,8 @@ def _download(entry: ModelEntry, destination: Path, progress: ProgressCallback |
 
 def add_user_model(zip_path: str | os.PathLike) -> ModelEntry:
     """Copy a model file into the cache and list it in the user's registry."""
-    from SpineSegDiffLib.model.modelfile import read_metadata, sha256_file
+    from SpineSegDiffLib.core.hashing import sha256_file
+    from SpineSegDiffLib.model.metadata import read_metadata
 
     source = Path(zip_path)
     metadata = read_metadata(source)  # refuses a broken or incompatible file before copying

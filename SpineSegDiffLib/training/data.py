@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 import numpy as np
 
 from SpineSegDiffLib.core.errors import InputError
-from SpineSegDiffLib.grid.geometry import NORMALISED_CLIP, GridSpec, to_model_grid
 from SpineSegDiffLib.core.labels import STRUCTURES
+from SpineSegDiffLib.grid.geometry import NORMALISED_CLIP, GridSpec, to_model_grid
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -33,6 +33,7 @@ class GridCase:
     labels: np.ndarray  # (n, H, W) uint8, semantic 0..3
     annotated: np.ndarray  # (C,) bool: which structures this case labels
     body_only: bool = False  # vertebra labels cover bodies only (no posterior elements)
+    spacing_mm: tuple[float, float, float] | None = None  # (slice, row, col) of the grid; None: unknown
 
 
 def folder_kind(folder: Path) -> str:
@@ -110,8 +111,9 @@ def load_folder(folder: str | Path, spec: GridSpec, progress: Callable[[str], No
 def _grid_case(case_id, patient_id, source, image, label, annotated, spec, body_only=False) -> GridCase:
     grid = to_model_grid(image, spec)
     labels = grid.labels_to_grid(label)
+    col_mm, row_mm, slice_mm = grid.grid_image.GetSpacing()  # grid axes: x cols, y rows, z slices
     return GridCase(case_id, str(patient_id), source, grid.slices.astype(np.float32),
-                    labels.astype(np.uint8), annotated, body_only)
+                    labels.astype(np.uint8), annotated, body_only, (slice_mm, row_mm, col_mm))
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:
@@ -142,8 +144,8 @@ def save_grid_cases(path: str | Path, cases: list[GridCase]) -> None:
         arrays[f"s{i}"] = _quantise(c.slices)
         arrays[f"l{i}"] = c.labels
         meta.append([c.case_id, c.patient_id, c.source, "".join("1" if a else "0" for a in c.annotated),
-                     "1" if c.body_only else "0"])
-    arrays["meta"] = np.array(meta, dtype=str).reshape(len(meta), 5)
+                     "1" if c.body_only else "0", ",".join(map(str, c.spacing_mm or ()))])
+    arrays["meta"] = np.array(meta, dtype=str).reshape(len(meta), 6)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
@@ -156,10 +158,13 @@ def load_grid_cases(path: str | Path) -> list[GridCase]:
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"{path}: not a SpineSegDiff grid cache ({exc})") from None
     out = []
-    for i, (case_id, patient_id, source, annotated, body_only) in enumerate(meta):
+    for i, row in enumerate(meta):
+        case_id, patient_id, source, annotated, body_only = row[:5]
+        # caches written before the grid spacing was recorded have five columns
+        spacing = tuple(float(v) for v in row[5].split(",")) if len(row) > 5 and row[5] else None
         out.append(GridCase(str(case_id), str(patient_id), str(source), _dequantise(data[f"s{i}"]),
                             data[f"l{i}"].astype(np.uint8), np.array([a == "1" for a in annotated]),
-                            body_only == "1"))
+                            body_only == "1", spacing))
     return out
 
 

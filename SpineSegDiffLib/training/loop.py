@@ -4,186 +4,27 @@ torchrun, and a model `.zip` at the end."""
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from SpineSegDiffLib import __version__
 from SpineSegDiffLib.core.atomic import atomic_path
-from SpineSegDiffLib.training.augment import random_affine, random_intensity
+from SpineSegDiffLib.core.labels import NUM_CLASSES
 from SpineSegDiffLib.model.devices import autocast_context, choose_device
-from SpineSegDiffLib.core.errors import InputError
-from SpineSegDiffLib.evaluation.metrics import BODY_ONLY_FAR_MM
-from SpineSegDiffLib.grid.geometry import GridSpec
-from SpineSegDiffLib.core.labels import BY_KEY, NUM_CLASSES, STRUCTURES
-from SpineSegDiffLib.model.network import with_context_channels
-from SpineSegDiffLib.grid.slices import context_stack
+from SpineSegDiffLib.training.augment import random_affine, random_intensity
+from SpineSegDiffLib.training.config import TrainConfig
 from SpineSegDiffLib.training.data import GridCase, one_hot
-
-FEATURE_PRESETS = {"tiny": "TINY_FEATURES", "small": "SMALL_FEATURES", "paper": "PAPER_FEATURES"}
-
-
-@dataclass
-class TrainConfig:
-    features: str = "small"  # preset name (tiny, small, paper) or comma-separated widths
-    # 3 = 2.5D (the slice and its two sagittal neighbours as channels): better than 2D at
-    # the same training time (benchmarks/README.md); 1 = 2D
-    image_channels: int = 3
-    grid_spacing_mm: float = 2.0
-    grid_size: int = 160
-    min_slice_spacing_mm: float = 2.0
-    epochs: int = 20
-    batch_size: int = 16
-    lr: float = 1e-4
-    weight_decay: float = 1e-3
-    warmup_fraction: float = 0.05
-    val_fraction: float = 0.15
-    val_samples: int = 1
-    val_steps: int = 5
-    val_every: int = 1
-    seed: int = 0
-    fused_steps: int = 5
-    default_samples: int = 5
-    default_steps: int = 10
-    empty_slice_fraction: float = 0.1  # share of slices without any label kept per epoch
-    augment: bool = True
-    calibrate: bool = True  # fit per-structure logit calibration on the validation slices
-    max_minutes: float | None = None  # stop early (and save) after this wall time
-    model_id: str = "spinesegdiff-custom"
-    model_version: str = "0.1.0"
-
-    def grid_spec(self) -> GridSpec:
-        return GridSpec(spacing_mm=self.grid_spacing_mm, size=self.grid_size,
-                        min_slice_spacing_mm=self.min_slice_spacing_mm)
-
-    def feature_widths(self) -> tuple[int, ...]:
-        from SpineSegDiffLib.model import network
-
-        if self.features in FEATURE_PRESETS:
-            return tuple(getattr(network, FEATURE_PRESETS[self.features]))
-        try:
-            widths = tuple(int(v) for v in self.features.split(","))
-        except ValueError:
-            widths = ()
-        if len(widths) != 6:
-            raise InputError(f"--features must be one of {', '.join(FEATURE_PRESETS)} or six "
-                             f"comma-separated widths, got '{self.features}'")
-        return widths
-
-
-@dataclass
-class SliceSet:
-    """All training slices of some cases, stacked for fast batch gathering."""
-
-    inputs: np.ndarray  # (N, channels, H, W) float32
-    labels: np.ndarray  # (N, H, W) uint8
-    annotated: np.ndarray  # (N, C) bool
-    body_only: np.ndarray  # (N,) bool
-    has_label: np.ndarray  # (N,) bool
-    weights: np.ndarray  # (N, C, H, W) uint8 loss weights, computed once (see partial_label_targets)
-
-    @classmethod
-    def from_cases(cls, cases: list[GridCase], channels: int, spacing_mm: float) -> "SliceSet":
-        if not cases:
-            raise InputError("no training cases: check the data folders")
-        inputs = np.concatenate([context_stack(c.slices, channels) for c in cases])
-        labels = np.concatenate([c.labels for c in cases])
-        annotated = np.concatenate([np.repeat(c.annotated[None], len(c.slices), 0) for c in cases])
-        body_only = np.concatenate([np.full(len(c.slices), c.body_only) for c in cases])
-        labels, weights = partial_label_targets(labels, annotated, body_only, spacing_mm)
-        weights = weights.astype(np.uint8)
-        return cls(inputs, labels, annotated, body_only, labels.reshape(len(labels), -1).any(1), weights)
-
-
-def partial_label_targets(labels: np.ndarray, annotated: np.ndarray, body_only: np.ndarray,
-                          spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """Targets and (B, C, H, W) loss weights for partially labelled slices.
-
-    A structure a case does not annotate gets weight 0, except where the labels
-    still decide it. On vertebral-body-only slices (see ``body_only``) the vertebra
-    channel counts the labelled bodies, the disc spaces between them and the
-    prevertebral region (both not bone), and voxels far (> 70 mm) from any body,
-    beyond the reach of pedicles, laminae and spinous processes; the disc channel
-    counts the disc spaces as discs and the bodies, the prevertebral region and the
-    far voxels as no disc; the canal channel counts all of those as no canal.
-    Returns (labels with the disc spaces set to discs, weights).
-    """
-    from scipy import ndimage
-
-    from SpineSegDiffLib.data.body_only import slice_regions
-
-    labels = labels.copy()
-    b, h, w = labels.shape
-    weights = np.repeat(annotated[:, :, None, None].astype(np.float32), h, 2).repeat(w, 3)
-    channel = {s.key: i for i, s in enumerate(STRUCTURES)}
-    for i in np.nonzero(body_only)[0]:
-        body = labels[i] == BY_KEY["vertebrae"].value
-        if not body.any():
-            weights[i, channel["vertebrae"]] = 0.0
-            continue
-        far = ndimage.distance_transform_edt(~body) * spacing_mm > BODY_ONLY_FAR_MM
-        gaps, front = slice_regions(body, (spacing_mm, spacing_mm))
-        labels[i][gaps] = BY_KEY["discs"].value
-        known = body | gaps | front | far
-        for key in ("spinal_canal", "vertebrae", "discs"):
-            if key == "vertebrae" or not annotated[i, channel[key]]:
-                weights[i, channel[key]] = known
-    return labels, weights
-
-
-def _lr_lambda(total_steps: int, warmup: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return f
-
-
-def _time_lr_factor(elapsed_s: float, budget_s: float, warmup_fraction: float) -> float:
-    """Learning-rate factor under a time budget: linear warm-up over the first
-    ``warmup_fraction`` of the time, then a cosine that reaches its floor when the time
-    is up. (Counting warm-up in steps of the nominal epochs made it last most of a
-    short run: 800 of 880 steps in a 22-minute CPU run.)"""
-    progress = min(1.0, elapsed_s / budget_s)
-    if progress < warmup_fraction:
-        return max(0.02, progress / warmup_fraction)
-    return max(0.02, 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> DistInfo:
-    """Under torchrun (WORLD_SIZE > 1) join the process group; else a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    import torch.distributed as dist
-
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
-    info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(info.local_rank)
-    return info
+from SpineSegDiffLib.training.distributed import init_distributed
+from SpineSegDiffLib.training.model_record import _load_initial_weights, model_metadata
+from SpineSegDiffLib.training.schedule import _lr_lambda, _time_lr_factor
+from SpineSegDiffLib.training.targets import SliceSet
+from SpineSegDiffLib.training.validation import validation_dice
 
 
 class _BatchSource:
@@ -225,37 +66,6 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def validation_dice(network, slices: SliceSet, diffusion_cfg, samples: int, steps: int,
-                    device: torch.device, batch: int = 16, seed: int = 0) -> dict[str, float]:
-    """Dice per structure over all validation slices (pooled), annotated structures only."""
-    from SpineSegDiffLib.model.diffusion import sample_ensemble
-
-    inter = np.zeros(NUM_CLASSES)
-    total = np.zeros(NUM_CLASSES)
-    network.eval()
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    idx = np.nonzero(slices.has_label)[0]
-    with torch.inference_mode(), autocast_context(device):
-        for start in range(0, len(idx), batch):
-            sel = idx[start:start + batch]
-            image = torch.from_numpy(slices.inputs[sel]).to(device)
-            res = sample_ensemble(network, image, samples=samples, steps=steps,
-                                  fused_steps=min(diffusion_cfg.fused_steps, steps), generator=gen,
-                                  config=diffusion_cfg)
-            pred = (res.probabilities.float() > 0.5).cpu().numpy()
-            gt = one_hot(slices.labels[sel]) > 0.5
-            ann = slices.annotated[sel][:, :, None, None]
-            if slices.body_only[sel].any():  # body-only labels: score recall for vertebrae
-                v = 1
-                bo = slices.body_only[sel]
-                pred[bo, v] &= gt[bo, v]
-            inter += (pred & gt & ann).sum(axis=(0, 2, 3))
-            total += ((pred & ann).sum(axis=(0, 2, 3)) + (gt & ann).sum(axis=(0, 2, 3)))
-    network.train()
-    return {s.key: (float(2 * inter[i] / total[i]) if total[i] > 0 else float("nan"))
-            for i, s in enumerate(STRUCTURES)}
-
-
 def _save_checkpoint(path: Path, state: dict) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -265,10 +75,10 @@ def train(cases: list[GridCase], cfg: TrainConfig, out_dir: str | Path, device: 
           resume: bool = False, progress=None, data_summary: dict | None = None,
           log: Callable[[str], None] = print, init_state: dict | None = None) -> TrainResult:
     """Train a model on `cases` (already on the model grid) and write `out_dir/model.zip`."""
+    from SpineSegDiffLib.data.spider import patient_split
     from SpineSegDiffLib.model.diffusion import DiffusionConfig, diffusion_loss
     from SpineSegDiffLib.model.modelfile import save_model
     from SpineSegDiffLib.model.network import DiffUNet, NetworkConfig
-    from SpineSegDiffLib.data.spider import patient_split
 
     dist_info = init_distributed()
     out_dir = Path(out_dir)
@@ -415,43 +225,3 @@ def train(cases: list[GridCase], cfg: TrainConfig, out_dir: str | Path, device: 
         dist.barrier()
         dist.destroy_process_group()
     return TrainResult(model_path, metrics, history, seconds)
-
-
-def _load_initial_weights(network, state: dict, channels: int) -> None:
-    state = with_context_channels(state, channels)
-    try:
-        network.load_state_dict({**state, "logit_scale": torch.ones(NUM_CLASSES),
-                                 "logit_bias": torch.zeros(NUM_CLASSES)})
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise InputError("the model to fine-tune from does not fit this training's network "
-                         f"(--features / --image-channels differ): {first[1].strip() if len(first) > 1 else first[0]}"
-                         ) from None
-
-
-def model_metadata(cfg: TrainConfig, net_cfg, diff_cfg, data_summary: dict, history: list, seconds: float,
-                   device: torch.device, metrics: dict, stopped_early: bool,
-                   train_cases: list[GridCase], val_cases: list[GridCase]) -> dict:
-    return {
-        "format_version": 1,
-        "id": cfg.model_id,
-        "version": cfg.model_version,
-        "title": f"SpineSegDiff {cfg.model_id}",
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "spinesegdiff_version": __version__,
-        "architecture": net_cfg.to_dict(),
-        "diffusion": diff_cfg.to_dict(),
-        "labels": [{"value": s.value, "key": s.key, "name": s.name, "color": list(s.color)} for s in STRUCTURES],
-        "preprocessing": {"grid": {"spacing_mm": cfg.grid_spacing_mm, "size": cfg.grid_size,
-                                   "min_slice_spacing_mm": cfg.min_slice_spacing_mm},
-                          "normalisation": "per-volume percentiles (see geometry.py)",
-                          "image_channels": cfg.image_channels},
-        "inference_defaults": {"samples": cfg.default_samples, "steps": cfg.default_steps},
-        "training": {"config": asdict(cfg), "data": data_summary,
-                     "train_cases": [c.case_id for c in train_cases],
-                     "validation_cases": [c.case_id for c in val_cases],
-                     "epochs_run": len(history), "seconds": round(seconds, 1),
-                     "device": str(device), "stopped_early": stopped_early,
-                     "history": history},
-        "metrics": metrics,
-    }

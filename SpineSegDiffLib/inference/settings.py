@@ -1,0 +1,41 @@
+"""Settings of one segmentation run (samples, steps, batching, cache), checked before any work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from SpineSegDiffLib.core.errors import InputError
+
+if TYPE_CHECKING:
+    pass
+
+
+
+MAX_SAMPLES = 64
+
+
+MAX_STEPS = 1000
+
+
+@dataclass
+class SegmentSettings:
+    samples: int = 5
+    steps: int = 10
+    fused_steps: int | None = None  # None: the model's default
+    seed: int = 0
+    batch_slices: int | None = None  # None: chosen from memory
+    samples_per_call: int | None = None  # None: 1 on the CPU, from memory on a GPU (batch_plan)
+    extras: bool = False  # also variance and mutual information
+    min_component_mm3: float = 30.0
+    cache: bool = False  # reuse / keep drawn samples on disk (sample_cache.py)
+    cache_dir: Path | None = None  # None: sample_cache.ensembles_dir()
+
+    def validate(self) -> None:
+        if not 1 <= self.samples <= MAX_SAMPLES:
+            raise InputError(f"--samples must be between 1 and {MAX_SAMPLES}, got {self.samples}")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise InputError(f"--steps must be between 1 and {MAX_STEPS}, got {self.steps}")
+        if self.fused_steps is not None and not 1 <= self.fused_steps:
+            raise InputError(f"--fused-steps must be at least 1, got {self.fused_steps}")
