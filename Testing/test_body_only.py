@@ -59,10 +59,11 @@ def test_regions_of_a_real_body_only_case_land_between_its_bodies(real_data_dir)
     case = next(c for c in read_real_folder(real_data_dir) if c.case_id == "VB3_01")
     image, semantic = case.load()
     ref = sitk.GetArrayFromImage(semantic)
-    gaps, front = body_only_regions(to_model_grid(image, GridSpec(spacing_mm=2.0, size=160)), ref)
+    gaps, front, beyond = body_only_regions(to_model_grid(image, GridSpec(spacing_mm=2.0, size=160)), ref)
     body = ref == 2
-    assert gaps.sum() > 1000 and front.sum() > 1000
+    assert gaps.sum() > 1000 and front.sum() > 1000 and beyond.sum() > 1000
     assert not (gaps & body).any() and not (front & body).any() and not (gaps & front).any()
+    assert not (beyond & body).any() and not (beyond & gaps).any()
     z, y, x = np.nonzero(gaps)
     pick = np.random.default_rng(0).choice(len(z), 200, replace=False)
     between = [body[:z[i], y[i], x[i]].any() and body[z[i] + 1:, y[i], x[i]].any() for i in pick]

@@ -311,3 +311,20 @@ def test_overlay_sets_every_slice_view_and_hides_with_zero_opacity(tmp_path):
         assert c.GetForegroundOpacity() == pytest.approx(0.4)
     show_overlay(kit.scene, volume, uncertainty, opacity=0.4, visible=False)
     assert all(c.GetForegroundOpacity() == 0 and c.GetBackgroundVolumeID() == volume.GetID() for c in composites)
+
+
+def test_results_are_tied_to_their_source_volume_and_study(tmp_path):
+    """The Segment Editor finds the source volume through the reference-geometry node
+    reference; DICOM export and the Data module find the results under the input's study."""
+    case = make_case(tmp_path)
+    kit = make_scene()
+    volume = volumes.load_volume(kit.scene, case.image_path)
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(kit.scene)
+    volume_item = hierarchy.GetItemByDataNode(volume) or hierarchy.CreateItem(hierarchy.GetSceneItemID(), volume)
+    study = hierarchy.CreateStudyItem(hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "patient"), "study")
+    hierarchy.SetItemParent(volume_item, study)
+    result = import_case(kit, volume, case)
+    seg = result.segmentation_node
+    assert seg.GetNodeReferenceID(seg.GetReferenceImageGeometryReferenceRole()) == volume.GetID()
+    for node in (seg, result.uncertainty_node):
+        assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == study

@@ -18,6 +18,7 @@ from SpineSegDiffLib.core.errors import InputError
 from SpineSegDiffLib.core.labels import BY_KEY, BY_VALUE, STRUCTURES
 
 from . import labelmaps, node_tags, volumes
+from .hierarchy import place_with_source
 from .review import ReviewRow, review_rows
 from .segments import set_structure_segments
 from .uncertainty_display import configure_display
@@ -191,4 +192,5 @@ def import_results(scene: slicer.vtkMRMLScene, segmentations_logic, volume_node,
     seg_node.SetAttribute(node_tags.IMPORTED_LABELS_SHA256, labelmaps.checksum(staged.labels))
     seg_node.SetAttribute(node_tags.SUMMARY_JSON, json.dumps(staged.summary))
     uncertainty_node = _result_uncertainty_node(scene, volume_node, staged.uncertainty)
+    place_with_source(scene, volume_node, (seg_node, uncertainty_node))
     return ImportedResults(seg_node, uncertainty_node, staged.rows)

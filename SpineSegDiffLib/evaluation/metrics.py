@@ -85,41 +85,51 @@ def score_result(result, reference: np.ndarray, annotated: np.ndarray, body_only
     regions = body_only_regions(result.grid, reference) if body_only else None
     spacing_zyx = tuple(result.labelmap.GetSpacing()[::-1])
     return score_case(result.masks, probs, unc, reference, annotated, body_only, spacing_zyx,
-                      result.summary, regions)
+                      result.summary, regions, result.labelmap.GetDirection())
 
 
-def body_only_regions(grid, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Disc spaces and prevertebral region of a body-only reference, on the input grid.
+def body_only_regions(grid, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Disc spaces, prevertebral region and the region beyond the posterior elements /
+    beside the bodies (``body_only.beyond_posterior_elements``) of a body-only reference,
+    on the input grid.
 
     Found slice by slice on the model grid, where rows and columns have a known
     anatomical direction whatever the input's orientation (see ``body_only``).
     """
     import SimpleITK as sitk
 
-    from SpineSegDiffLib.data.body_only import volume_regions
+    from SpineSegDiffLib.data.body_only import beyond_posterior_elements, volume_regions
 
     g = grid.input_geometry
     body = sitk.GetImageFromArray((reference == _VERTEBRA).astype(np.uint8))
     body.SetOrigin(g["origin"])
     body.SetSpacing(g["spacing"])
     body.SetDirection(g["direction"])
-    spacing = grid.grid_image.GetSpacing()[0]
-    gaps, front = volume_regions(grid.labels_to_grid(body) > 0, (spacing, spacing))
-    back = [sitk.GetArrayFromImage(grid.to_input_geometry(r.astype(np.uint8), "nearest")) > 0 for r in (gaps, front)]
-    return back[0] & (reference == 0), back[1] & (reference == 0)
+    col_mm, row_mm, slice_mm = grid.grid_image.GetSpacing()  # grid axes: x cols, y rows, z slices
+    on_grid = grid.labels_to_grid(body) > 0
+    gaps, front = volume_regions(on_grid, (row_mm, col_mm))
+    beyond = beyond_posterior_elements(on_grid, (slice_mm, row_mm, col_mm))
+    back = [sitk.GetArrayFromImage(grid.to_input_geometry(r.astype(np.uint8), "nearest")) > 0
+            for r in (gaps, front, beyond)]
+    return tuple(b & (reference == 0) for b in back)
 
 
 def score_case(masks: np.ndarray, probabilities: np.ndarray, uncertainty: np.ndarray,
                reference: np.ndarray, annotated: np.ndarray, body_only: bool,
                spacing_zyx: tuple[float, float, float], summary: dict | None = None,
-               regions: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+               regions: tuple[np.ndarray, ...] | None = None,
+               direction: tuple[float, ...] = (1, 0, 0, 0, 1, 0, 0, 0, 1)) -> dict:
     """All scores of one case on the input grid.
 
     masks, probabilities, uncertainty: (C, z, y, x); reference: labelmap (z, y, x);
-    annotated: (C,) bool of structures the reference labels; regions: the disc spaces
-    and prevertebral region of a body-only reference (``body_only_regions``), scored
-    as the share of each that the prediction wrongly calls vertebra.
+    annotated: (C,) bool of structures the reference labels; regions: the disc spaces,
+    prevertebral region and beyond-the-posterior-elements region of a body-only
+    reference (``body_only_regions``), scored as the share of each that the prediction
+    wrongly calls vertebra; direction: the image's, to find superior-inferior.
     """
+    from SpineSegDiffLib.evaluation import partial_label_scores as pls
+
+    si_axis = pls.superior_axis(direction)
     out: dict = {"structures": {}}
     region_all = np.zeros(reference.shape, dtype=bool)
     errors_all = np.zeros(reference.shape, dtype=bool)
@@ -137,12 +147,17 @@ def score_case(masks: np.ndarray, probabilities: np.ndarray, uncertainty: np.nda
             if pred.any() and ref.any():
                 far = ndimage.distance_transform_edt(~ref, sampling=spacing_zyx) > BODY_ONLY_FAR_MM
                 entry["far_false_positive_share"] = _nan_to_none(float((pred & far).sum() / pred.sum()))
+            entry["body_box_dice"] = _nan_to_none(pls.body_box_dice(pred, ref))
+            entry["span_volume_ratio"] = _nan_to_none(pls.span_volume_ratio(pred, ref, si_axis))
             out["structures"][s.key] = entry
             if regions is not None:
-                for name, region in zip(("disc_space_false_positive_share", "prevertebral_false_positive_share"),
-                                        regions):
+                for name, region in zip(("disc_space_false_positive_share", "prevertebral_false_positive_share",
+                                         "beyond_false_positive_share"), regions):
                     if region.any():
                         entry[name] = _nan_to_none(float((pred & region).sum() / region.sum()))
+                decided = ref | np.logical_or.reduce(regions)
+                entry["decided_uncertainty_auroc"] = _nan_to_none(auroc(uncertainty[i][decided],
+                                                                        (pred != ref)[decided]))
                 gaps = regions[0]
                 if gaps.any() and not annotated[_DISC_INDEX]:
                     out["structures"]["discs"] = {
@@ -151,6 +166,13 @@ def score_case(masks: np.ndarray, probabilities: np.ndarray, uncertainty: np.nda
             continue
         entry["dice"] = _nan_to_none(dice(pred, ref))
         entry["hd95_mm"] = _nan_to_none(hd95(pred, ref, spacing_zyx))
+        if s.key == "discs" and not annotated[STRUCTURES.index(BY_KEY["vertebrae"])]:
+            # disc-only reference (the IVD set): what it decides around the discs
+            band = _band_of(ref, si_axis, spacing_zyx)
+            entry["band_dice"] = _nan_to_none(pls.band_dice(pred, ref, si_axis, spacing_zyx))
+            entry["between_discs_vertebra_share"] = _nan_to_none(pls.share(
+                masks[STRUCTURES.index(BY_KEY["vertebrae"])], pls.between_discs(ref, si_axis, spacing_zyx)))
+            entry["decided_uncertainty_auroc"] = _nan_to_none(auroc(uncertainty[i][band], (pred != ref)[band]))
         # evaluate uncertainty where the question is open: on and around either mask
         region = ndimage.binary_dilation(pred | ref, iterations=2)
         err = (pred != ref) & region
@@ -172,6 +194,12 @@ def score_case(masks: np.ndarray, probabilities: np.ndarray, uncertainty: np.nda
     return out
 
 
+def _band_of(ref: np.ndarray, si_axis: int, spacing_zyx) -> np.ndarray:
+    from SpineSegDiffLib.evaluation.partial_label_scores import BAND_MARGIN_MM, _band
+
+    return np.ascontiguousarray(_band(ref, si_axis, int(round(BAND_MARGIN_MM / spacing_zyx[si_axis]))))
+
+
 def headline_score(entry: dict) -> tuple[str, float] | None:
     """The score to show first for one structure: Dice, else body recall, else the
     disc-space share of a body-only case; None when the structure was not scored."""
@@ -181,9 +209,13 @@ def headline_score(entry: dict) -> tuple[str, float] | None:
     return None
 
 
-AGGREGATED_METRICS = ("dice", "recall", "far_false_positive_share", "disc_space_false_positive_share",
-                      "prevertebral_false_positive_share", "disc_space_recall", "hd95_mm",
-                      "uncertainty_auroc", "ece")
+AGGREGATED_METRICS = ("dice", "recall", "body_box_dice", "span_volume_ratio", "far_false_positive_share",
+                      "disc_space_false_positive_share", "prevertebral_false_positive_share",
+                      "beyond_false_positive_share", "disc_space_recall", "band_dice",
+                      "between_discs_vertebra_share", "hd95_mm", "uncertainty_auroc",
+                      "decided_uncertainty_auroc", "ece")
+# shown as [min, max] over cases too: their targets hold on every case
+RANGE_METRICS = ("span_volume_ratio",)
 
 
 def aggregate(cases: list[dict]) -> dict:
@@ -200,6 +232,9 @@ def aggregate(cases: list[dict]) -> dict:
                 vals = [v for v in vals if v is not None]
                 if vals:
                     g["structures"].setdefault(s.key, {})[metric] = round(float(np.mean(vals)), 4)
+                    if metric in RANGE_METRICS:
+                        g["structures"][s.key][metric + "_range"] = [round(float(min(vals)), 3),
+                                                                      round(float(max(vals)), 3)]
         flags = [c["scores"].get("most_uncertain_is_worst") for c in items]
         flags = [f for f in flags if f is not None]
         if flags:

@@ -42,10 +42,10 @@ _SAMPLE_FILE = re.compile(r"^sample_(\d{4})_([0-9a-f]{8})\.npy$")
 
 
 def ensembles_dir() -> Path:
-    """``ensembles/`` beside the model cache (``registry.cache_dir()``'s sibling)."""
-    from SpineSegDiffLib.model.registry import cache_dir
+    """``ensembles/`` beside the model cache (see ``core.caches``)."""
+    from SpineSegDiffLib.core import caches
 
-    return cache_dir().parent / "ensembles"
+    return caches.ensembles_dir()
 
 
 def limit_bytes_from_env() -> int:

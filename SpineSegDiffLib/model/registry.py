@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from SpineSegDiffLib.core.atomic import atomic_path, write_text
+from SpineSegDiffLib.core.caches import USER_REGISTRY_NAME
 from SpineSegDiffLib.core.errors import ModelError
 from SpineSegDiffLib.core.labels import BY_KEY
 
@@ -30,7 +31,6 @@ REGISTRY_SCHEMA_VERSION = 1
 # the Slicer extension's copy of the engine
 RESOURCES = Path(str(importlib.resources.files("SpineSegDiffLib") / "resources"))
 BUNDLED_REGISTRY = RESOURCES / "Models.json"
-USER_REGISTRY_NAME = "user_models.json"
 DOWNLOAD_CHUNK = 1 << 20
 DOWNLOAD_TIMEOUT_S = 60
 
@@ -155,11 +155,10 @@ def load_registry(path: str | os.PathLike | None = None) -> list[ModelEntry]:
 
 
 def cache_dir() -> Path:
-    """Per-user model cache: $SPINESEGDIFF_CACHE, else $XDG_CACHE_HOME (or ~/.cache)/spinesegdiff/models."""
-    if os.environ.get("SPINESEGDIFF_CACHE"):
-        return Path(os.environ["SPINESEGDIFF_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "spinesegdiff" / "models"
+    """Per-user model cache (see ``core.caches.models_dir``)."""
+    from SpineSegDiffLib.core.caches import models_dir
+
+    return models_dir()
 
 
 def user_registry_path() -> Path:
