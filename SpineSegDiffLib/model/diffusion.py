@@ -14,7 +14,7 @@ weighs most). Threshold at 0.5.
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator
 
 import torch
@@ -23,6 +23,7 @@ from monai.losses import DiceLoss
 from monai.networks.schedulers import DDIMScheduler
 
 from SpineSegDiffLib.core.errors import ModelError
+from SpineSegDiffLib.core.settings_dict import settings_from_dict
 from SpineSegDiffLib.model.network import DiffUNet
 from SpineSegDiffLib.model.uncertainty import (
     EnsembleStatistics,
@@ -61,16 +62,7 @@ class DiffusionConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "model.json") -> "DiffusionConfig":
         """Read settings written by ``to_dict``; ``source`` names the file in errors."""
-        known = {f.name for f in fields(cls)}
-        if not isinstance(data, dict) or set(data) - known:
-            raise ModelError(f"{source}: unreadable diffusion settings {data!r}; the model was made "
-                             "by another SpineSegDiff version, update the extension")
-        try:
-            return cls(**data)
-        except ModelError as exc:
-            raise ModelError(f"{source}: {exc}") from None
-        except (TypeError, ValueError) as exc:
-            raise ModelError(f"{source}: invalid diffusion settings ({exc})") from None
+        return settings_from_dict(cls, data, source, "diffusion")
 
 
 def make_scheduler(config: DiffusionConfig) -> DDIMScheduler:
