@@ -59,6 +59,10 @@ class DiffusionConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def fused_steps_for(self, steps: int, requested: int | None = None) -> int:
+        """How many of the last ``steps`` are fused: ``requested`` (else this model's), 1 .. ``steps``."""
+        return max(1, min(requested or self.fused_steps, steps))
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "model.json") -> "DiffusionConfig":
         """Read settings written by ``to_dict``; ``source`` names the file in errors."""
@@ -216,7 +220,7 @@ def sample_ensemble(model: DiffUNet, image: torch.Tensor, samples: int, steps: i
     config = config or DiffusionConfig()
     if samples < 1 or steps < 1 or fused_steps < 1:
         raise ValueError("samples, steps and fused_steps must be at least 1")
-    fused_steps = min(fused_steps, steps)
+    fused_steps = config.fused_steps_for(steps, fused_steps)
     chunk = max(1, min(chunk or samples, samples))
     scheduler = make_scheduler(config)
     timesteps = set_sampling_timesteps(scheduler, steps)
