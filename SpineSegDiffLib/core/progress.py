@@ -13,7 +13,6 @@ import time
 from typing import Any, TextIO
 
 
-
 class Progress:
     """Base reporter: remembers the start time to estimate seconds left."""
 
