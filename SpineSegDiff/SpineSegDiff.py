@@ -29,12 +29,15 @@ ENGINE_DIR = ensure_engine_importable(MODULE_DIR)
 from SpineSegDiffLib.core.device_names import DEVICE_NAMES  # noqa: E402  (needs the engine path)
 from SpineSegDiffLib.core.errors import SpineSegDiffError  # noqa: E402
 from SpineSegDiffSlicerLib import dependencies, model_choices  # noqa: E402
-from SpineSegDiffSlicerLib.formatting import describe_progress, format_duration  # noqa: E402
-from SpineSegDiffSlicerLib.engine_run import (INPUT_NAME, python_executable, start_segmentation, wait_for,  # noqa: E402
-                                             write_input_volume)  # noqa: E402
+from SpineSegDiffSlicerLib.export import export_for_training, slicer_provenance  # noqa: E402
+from SpineSegDiffSlicerLib.formatting import describe_progress, format_duration, review_cells  # noqa: E402
+from SpineSegDiffSlicerLib.engine_run import INPUT_NAME, start_segmentation, wait_for  # noqa: E402
+from SpineSegDiffSlicerLib.engine_run import python_executable, write_input_volume  # noqa: E402  # noqa: E402
 from SpineSegDiffSlicerLib.outcome import SegmentationOutcome  # noqa: E402
+from SpineSegDiffSlicerLib.review import jump_to, node_review_rows  # noqa: E402
 from SpineSegDiffSlicerLib.sample_data import register_sample_data  # noqa: E402
 from SpineSegDiffSlicerLib.self_test import SpineSegDiffSelfTest  # noqa: E402
+from SpineSegDiffSlicerLib.uncertainty_display import show_overlay  # noqa: E402
 
 RESOURCES_DIR = MODULE_DIR / "Resources"
 SAMPLE_FILE = RESOURCES_DIR / "SampleData" / "spinesegdiff_phantom_t2.nrrd"
@@ -308,11 +311,10 @@ class SpineSegDiffWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         table = self.ui.reviewTable
         table.setRowCount(len(self._rows))
         for index, row in enumerate(self._rows):
-            cells = (row.name, f"{row.volume_ml:.1f}", f"{row.mean_uncertainty:.3f}")
+            cells, tip = review_cells(row)
             for column, text in enumerate(cells):
                 item = qt.QTableWidgetItem(text)
-                item.setToolTip("Click to jump to where this structure is most uncertain"
-                                if row.peak_ras else "Not found in this volume")
+                item.setToolTip(tip)
                 table.setItem(index, column, item)
 
     def onReviewRowClicked(self, rowIndex: int, column: int) -> None:
@@ -427,32 +429,22 @@ class SpineSegDiffLogic(ScriptedLoadableModuleLogic):
         """Show or hide the uncertainty over the input in the slice views."""
         if parameterNode.uncertainty is None or parameterNode.inputVolume is None:
             return
-        from SpineSegDiffSlicerLib.uncertainty_display import show_overlay
-
         show_overlay(slicer.mrmlScene, parameterNode.inputVolume, parameterNode.uncertainty,
                      parameterNode.uncertaintyOpacity, parameterNode.showUncertainty)
 
     @staticmethod
     def reviewRows(parameterNode) -> list:
         """Review rows of the current segmentation (its summary is kept on the node)."""
-        from SpineSegDiffSlicerLib.review import node_review_rows
-
         return node_review_rows(parameterNode.segmentation)
 
     @staticmethod
     def jumpTo(row) -> None:
         if row.peak_ras is None:
             return
-        from SpineSegDiffSlicerLib.review import jump_to
-
         jump_to(slicer.mrmlScene, row.peak_ras)
 
     def exportForTraining(self, parameterNode) -> pathlib.Path:
         """Add the input and its (reviewed) segmentation as one case to the data set folder."""
-        from SpineSegDiffSlicerLib.export import export_for_training
-
-        from SpineSegDiffSlicerLib.export import slicer_provenance
-
         volume = parameterNode.inputVolume
         provenance = slicer_provenance(volume, parameterNode.steps)
         return export_for_training(slicer.mrmlScene, slicer.modules.segmentations.logic(),

@@ -42,6 +42,26 @@ def test_every_stage_of_the_segment_contract_has_a_panel_name():
     assert {"load", "grid", "encode", "sample", "fuse", "write", "done"} <= set(formatting.STAGE_NAMES)
 
 
+def test_review_cells():
+    from SpineSegDiffSlicerLib.review import ReviewRow
+
+    found = ReviewRow("discs", "Intervertebral discs", 12.345, 0.23456, (1.0, 2.0, 3.0))
+    assert formatting.review_cells(found) == (("Intervertebral discs", "12.3", "0.235"),
+                                              "Click to jump to where this structure is most uncertain")
+    absent = ReviewRow("discs", "Intervertebral discs", 0.0, 0.0, None)
+    assert formatting.review_cells(absent)[1] == "Not found in this volume"
+
+
+def test_every_panel_device_is_accepted_by_the_engine_command(tmp_path):
+    from SpineSegDiffLib.core.device_names import DEVICE_NAMES
+    from SpineSegDiffSlicerLib.process_runner import segment_command
+
+    for device in DEVICE_NAMES:
+        command, _ = segment_command("/py", tmp_path / "in.nrrd", "demo", 1, 1, device, tmp_path)
+        assert command[command.index("--device") + 1] == device
+    assert "gpu" not in DEVICE_NAMES  # an alias, not a second entry in the menu
+
+
 # -- dependencies -------------------------------------------------------------------------------
 
 def _requirements(tmp_path: Path) -> Path:

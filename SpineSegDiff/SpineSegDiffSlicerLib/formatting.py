@@ -25,3 +25,9 @@ def describe_progress(record: dict) -> str:
     if record.get("seconds_left") is not None:
         text += f" - about {format_duration(record['seconds_left'])} left"
     return text
+
+
+def review_cells(row) -> tuple[tuple[str, str, str], str]:
+    """The review table's cells for one ReviewRow (name, volume ml, mean uncertainty) and their tooltip."""
+    tip = "Click to jump to where this structure is most uncertain" if row.peak_ras else "Not found in this volume"
+    return (row.name, f"{row.volume_ml:.1f}", f"{row.mean_uncertainty:.3f}"), tip
