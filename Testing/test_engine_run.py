@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 import slicer
 
 from conftest import REPO
@@ -35,6 +36,7 @@ def _start(scene, segmentations_logic, volume, work_dir, model, outcomes, import
                               on_finished=outcomes.append, on_imported=imported.append)
 
 
+@pytest.mark.slow
 def test_a_run_imports_its_results_and_removes_the_work_folder(tmp_path, phantom_folder, tiny_model):
     scene, segmentations_logic, volume = _scene_and_volume(phantom_folder)
     outcomes, imported = [], []
