@@ -245,3 +245,11 @@ def test_single_sample_follows_the_ddim_chain_on_2_sigmoid_minus_1():
             p = torch.sigmoid(model.denoise(x_t, t, image, features))
             torch.testing.assert_close(result.statistics.mean_probability[index], p, atol=1e-5, rtol=1e-5)
             x_t, _ = scheduler.step(2 * p - 1, t, x_t)
+
+
+def test_fused_steps_clamp_is_one_rule():
+    config = DiffusionConfig(sampling_steps=10, fused_steps=5)
+    assert config.fused_steps_for(10) == 5  # the model's default
+    assert config.fused_steps_for(3) == 3  # never more than the steps run
+    assert config.fused_steps_for(10, requested=7) == 7 and config.fused_steps_for(4, requested=7) == 4
+    assert config.fused_steps_for(1, requested=None) == 1

@@ -29,8 +29,8 @@ from SpineSegDiffSlicerLib.export import export_for_training
 from SpineSegDiffSlicerLib.results import import_results
 from SpineSegDiffSlicerLib.process_runner import EngineProcess, Result, python_environment, segment_command
 from SpineSegDiffSlicerLib.segments import oriented_mask
-from test_mrml_results import SceneKit, assert_project_segments, export_with_slicer, make_scene, scene_state
-from test_process_runner import _alive, _wait_for
+from engine_fixtures import (SceneKit, process_alive, wait_until, assert_project_segments, export_with_slicer, make_scene,
+                             scene_state)
 
 SAMPLES, STEPS = 2, 2  # the smallest real ensemble: enough to exercise every stage
 RUN_TIMEOUT_S = 180
@@ -281,7 +281,7 @@ def test_cancel_kills_the_engine_tree_and_leaves_scene_and_folder_untouched(shar
                             on_finished=import_when_ok(kit, volume, imported))
     run.process.grace_period_s = 2.0
     pid = run.process.pid
-    assert _wait_for(lambda: run.process.poll() and bool(run.progress), timeout=60), "no progress line came"
+    assert wait_until(lambda: run.process.poll() and bool(run.progress), timeout=60), "no progress line came"
     assert run.process.running and _process_group(pid), "the engine ended before it could be cancelled"
     cancelled_at = time.monotonic()
     run.process.cancel()
@@ -290,8 +290,8 @@ def test_cancel_kills_the_engine_tree_and_leaves_scene_and_folder_untouched(shar
     assert result.cancelled and not result.ok and result.returncode != 0 and result.summary_path is None
     assert run.finished == [result] and imported == []
     assert "done" not in [r["stage"] for r in run.progress]
-    assert not _alive(pid)
-    assert _wait_for(lambda: not _process_group(pid), timeout=10), f"left running: {_process_group(pid)}"
+    assert not process_alive(pid)
+    assert wait_until(lambda: not _process_group(pid), timeout=10), f"left running: {_process_group(pid)}"
     assert scene_state(kit.scene) == before  # same node IDs, same count, no node modified
     left = sorted(p.name for p in run.work_dir.iterdir() if p != run.input_path)
     assert left == [], f"cancel left files behind: {left}"

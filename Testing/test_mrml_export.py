@@ -13,7 +13,7 @@ from SpineSegDiffLib.core.labels import BY_KEY
 from SpineSegDiffSlicerLib import volumes
 from SpineSegDiffSlicerLib.export import export_for_training
 from SpineSegDiffSlicerLib.segments import oriented_mask
-from test_mrml_results import export_with_slicer, import_case, make_case, make_scene
+from engine_fixtures import export_with_slicer, import_case, make_case, make_scene
 
 
 def _imported(tmp_path, geometry="oblique"):

@@ -10,8 +10,9 @@ import SimpleITK as sitk
 from conftest import run_cli
 
 from SpineSegDiffLib.core.errors import InputError
-from SpineSegDiffLib.data.phantom import (CANAL_VALUE, REQUIRED_VERTEBRAE, VERTEBRA_VALUES, disc_value,
-                                     generate_case, write_spider_folder)
+from SpineSegDiffLib.data.phantom import REQUIRED_VERTEBRAE, generate_case, write_spider_folder
+from SpineSegDiffLib.data.spider_labels import CANAL_VALUE, disc_value
+from SpineSegDiffLib.data.spider_labels import VERTEBRA_VALUE_BY_NAME as VERTEBRA_VALUES
 
 SEED = 11
 

@@ -15,6 +15,8 @@ import pytest
 from SpineSegDiffSlicerLib.process_runner import (EngineProcess, parse_progress_line, python_environment,
                                               segment_command, user_message)
 
+from engine_fixtures import process_alive, wait_until
+
 posix_only = pytest.mark.skipif(os.name == "nt", reason="process groups and signals are POSIX here")
 
 # A stand-in for `python -m SpineSegDiffLib segment ... --progress json`: its behaviour is
@@ -63,28 +65,6 @@ FAKE_ENGINE = textwrap.dedent(r'''
     elif mode == "sleep":
         time.sleep(120)
 ''')
-
-
-def _alive(pid: int) -> bool:
-    """True if ``pid`` runs (a zombie waiting for its reaper counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
-
-
-def _wait_for(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 @pytest.fixture
@@ -176,17 +156,17 @@ def test_signal_crash_ignores_stale_error_lines(engine):
 @pytest.mark.parametrize("mode", ["child", "stubborn-child"])
 def test_cancel_kills_the_process_and_its_children(engine, tmp_path, mode):
     proc, seen = engine(mode, grace_period_s=0.5)
-    assert _wait_for(lambda: (tmp_path / "child.ready").exists() and (tmp_path / "child.pid").exists())
+    assert wait_until(lambda: (tmp_path / "child.ready").exists() and (tmp_path / "child.pid").exists())
     child_pid = int((tmp_path / "child.pid").read_text())
     engine_pid = proc.pid
-    assert _alive(child_pid) and _alive(engine_pid)
+    assert process_alive(child_pid) and process_alive(engine_pid)
     started = time.monotonic()
     proc.cancel()
     result = proc.wait(15)
     assert result.cancelled and not result.ok
     assert result.message.startswith("the segmentation was cancelled")
-    assert not _alive(engine_pid)
-    assert _wait_for(lambda: not _alive(child_pid), timeout=10), f"child {child_pid} survived cancel"
+    assert not process_alive(engine_pid)
+    assert wait_until(lambda: not process_alive(child_pid), timeout=10), f"child {child_pid} survived cancel"
     assert time.monotonic() - started < 10
     assert len(seen["finished"]) == 1
     proc.cancel()  # a second cancel after the end is harmless

@@ -88,7 +88,8 @@ def _pins(path: Path) -> dict[str, str]:
 
 
 def test_python_files_compile(tmp_path):
-    for path in (MODULE_FILE, REPO / "scripts" / "make_icon.py", REPO / "scripts" / "make_sample_data.py"):
+    for path in (MODULE_FILE, LOGIC_DIR / "self_test.py", REPO / "scripts" / "make_icon.py",
+                 REPO / "scripts" / "make_sample_data.py"):
         py_compile.compile(str(path), cfile=str(tmp_path / (path.name + "c")), doraise=True)
 
 
@@ -98,6 +99,40 @@ def test_every_widget_the_code_uses_is_in_the_ui():
     assert used, "the module should use widgets from the .ui file"
     assert not used - set(widgets), f"widgets used in SpineSegDiff.py but missing in the .ui: {used - set(widgets)}"
     assert ET.parse(UI_FILE).getroot().find("widget").get("class") == "qMRMLWidget"
+
+
+def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+            and (getattr(n.func, "id", None) == name or getattr(n.func, "attr", None) == name)]
+
+
+def test_module_file_sets_up_the_engine_path_once_at_import():
+    tree = _module_tree()
+    at_top = [n for n in tree.body if isinstance(n, ast.Assign) and _calls(n, "ensure_engine_importable")]
+    assert len(at_top) == 1, "the engine path is set up by one module-level statement"
+    assert len(_calls(tree, "ensure_engine_importable")) == 1, "and nowhere else"
+    # every engine import comes after it
+    first_engine_import = min(n.lineno for n in tree.body if isinstance(n, ast.ImportFrom)
+                              and (n.module or "").startswith("SpineSegDiffLib"))
+    assert at_top[0].lineno < first_engine_import
+
+
+def test_module_file_keeps_only_what_belongs_there():
+    tree = _module_tree()
+    classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+    assert {"SpineSegDiff", "SpineSegDiffWidget", "SpineSegDiffLogic", "SpineSegDiffTest",
+            "SpineSegDiffParameterNode"} <= classes
+    assert not {"SegmentationOutcome"} & classes, "pure helpers live in SpineSegDiffSlicerLib"
+    imported = {alias.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                for alias in n.names} | {(n.module or "").split(".")[0] for n in ast.walk(tree)
+                                         if isinstance(n, ast.ImportFrom)}
+    assert not {"zipfile", "torch", "monai", "importlib"} & imported, "model.json is read by model.metadata"
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SpineSegDiffWidget")
+    reload = next((n for n in widget.body if isinstance(n, ast.FunctionDef) and n.name == "onReload"), None)
+    assert reload is not None and _calls(reload, "forget_modules"), "onReload must reload the sub-packages"
+    logic = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SpineSegDiffLogic")
+    defaults = next(n for n in logic.body if isinstance(n, ast.FunctionDef) and n.name == "modelDefaults")
+    assert _calls(defaults, "model_defaults") and not any(isinstance(n, ast.Try) for n in ast.walk(defaults))
 
 
 def test_every_widget_explains_itself():

@@ -37,7 +37,7 @@ def main() -> int:
     from SpineSegDiffLib.inference.settings import SegmentSettings
     from SpineSegDiffLib.core.labels import STRUCTURES
     from SpineSegDiffLib.data.phantom import generate_case
-    from SpineSegDiffLib.data.spider import spider_to_semantic
+    from SpineSegDiffLib.data.spider_labels import spider_to_semantic
 
     model = load_model(args.model, args.device)
     cases = []

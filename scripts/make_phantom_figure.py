@@ -23,7 +23,8 @@ import SimpleITK as sitk
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from SpineSegDiffLib.data.phantom import generate_case, semantic_from_spider_values  # noqa: E402
+from SpineSegDiffLib.data.phantom import generate_case  # noqa: E402
+from SpineSegDiffLib.data.spider_labels import spider_to_semantic  # noqa: E402
 from SpineSegDiffLib.evaluation.preview import PreviewPanel, save_preview  # noqa: E402
 
 # which semantic structure each real set labels (see the real data README)
@@ -47,7 +48,7 @@ def _phantom_panel(seed: int, index: int, sequence: str) -> PreviewPanel:
     case = generate_case(seed, index, (sequence,))
     k = case.metadata["mid_sagittal_slice"]
     spacing = case.mask.GetSpacing()
-    labels = semantic_from_spider_values(sitk.GetArrayFromImage(case.mask)[:, :, k])
+    labels = spider_to_semantic(sitk.GetArrayFromImage(case.mask)[:, :, k])
     return PreviewPanel(sitk.GetArrayFromImage(case.images[sequence])[:, :, k],
                         f"phantom seed {seed} case {index} {sequence}", labels,
                         spacing=(spacing[2], spacing[1]))

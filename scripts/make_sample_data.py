@@ -10,7 +10,6 @@ determined by its seed, so rerunning reproduces the same image.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
@@ -18,18 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from SpineSegDiffLib.core.atomic import write_text  # noqa: E402
+from SpineSegDiffLib.core.hashing import sha256_file  # noqa: E402
 from SpineSegDiffLib.data.imageio import write_image  # noqa: E402
 
 DEFAULT_OUTPUT = REPO / "SpineSegDiff" / "Resources" / "SampleData" / "spinesegdiff_phantom_t2.nrrd"
 SEED, INDEX, SEQUENCE = 2026, 0, "t2"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_sample(output: Path = DEFAULT_OUTPUT, seed: int = SEED, index: int = INDEX) -> str:
@@ -38,7 +30,7 @@ def write_sample(output: Path = DEFAULT_OUTPUT, seed: int = SEED, index: int = I
 
     case = generate_case(seed=seed, index=index, sequences=(SEQUENCE,))
     write_image(case.images[SEQUENCE], output)  # compressed, atomic
-    checksum = sha256_of(output)
+    checksum = sha256_file(output)
     write_text(output.with_name(output.name + ".sha256"), f"{checksum}  {output.name}\n")
     return checksum
 

@@ -33,7 +33,7 @@ def phantom_grid_cases(args_tuple):
 
     from SpineSegDiffLib.grid.geometry import GridSpec
     from SpineSegDiffLib.data.phantom import generate_case
-    from SpineSegDiffLib.data.spider import spider_to_semantic
+    from SpineSegDiffLib.data.spider_labels import spider_to_semantic
     from SpineSegDiffLib.training.data import _grid_case
 
     spec = GridSpec(**spec_dict)
@@ -224,7 +224,7 @@ def score_model(model_path: Path, args, real_held) -> dict:
     from SpineSegDiffLib.inference.settings import SegmentSettings
     from SpineSegDiffLib.data.phantom import generate_case
     from SpineSegDiffLib.data.realdata import read_real_folder
-    from SpineSegDiffLib.data.spider import spider_to_semantic
+    from SpineSegDiffLib.data.spider_labels import spider_to_semantic
 
     model = load_model(model_path, args.device)
     settings = SegmentSettings(samples=args.eval_samples, steps=args.eval_steps)

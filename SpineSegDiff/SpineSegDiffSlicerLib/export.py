@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 
@@ -32,6 +33,16 @@ def _model_provenance(segmentation_node) -> dict:
     found = {"source": summary.get("input"), "model_id": model.get("id"),
              "model_version": model.get("version"), "samples": settings.get("samples")}
     return {key: value for key, value in found.items() if value is not None}
+
+
+def slicer_provenance(volume_node, steps: int) -> dict:
+    """What the Slicer module records about an exported case: source file (or node name), steps, date."""
+    storage = volume_node.GetStorageNode() if volume_node is not None else None
+    source = storage.GetFileName() if storage is not None and storage.GetFileName() else (
+        volume_node.GetName() if volume_node is not None else "")
+    return {"source": source, "steps": steps,
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "exported_by": "SpineSegDiff Slicer module"}
 
 
 def export_for_training(scene: slicer.vtkMRMLScene, segmentations_logic, segmentation_node,

@@ -258,8 +258,10 @@ def segment_command(python_executable: str | os.PathLike, input_path: str | os.P
     """
     if int(samples) < 1 or int(steps) < 1:
         raise ValueError(f"samples ({samples}) and steps ({steps}) must be at least 1")
-    if device not in ("auto", "cuda", "cpu"):
-        raise ValueError(f"device must be auto, cuda or cpu, not {device!r}")
+    from SpineSegDiffLib.core.device_names import DEVICE_NAMES
+
+    if device not in DEVICE_NAMES:  # the panel offers no aliases
+        raise ValueError(f"device must be one of {', '.join(DEVICE_NAMES)}, not {device!r}")
     output_dir = os.fspath(output_dir)
     outputs = {"segmentation": os.path.join(output_dir, "seg.nii.gz"),
                "uncertainty": os.path.join(output_dir, "unc.nii.gz"),

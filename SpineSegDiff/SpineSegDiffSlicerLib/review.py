@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from dataclasses import dataclass
 
@@ -9,6 +11,8 @@ import slicer
 
 from SpineSegDiffLib.core.errors import InputError
 from SpineSegDiffLib.core.labels import BY_KEY
+
+from . import node_tags
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,21 @@ def review_rows(summary: dict) -> list[ReviewRow]:
         ))
     rows.sort(key=lambda row: row.mean_uncertainty, reverse=True)
     return rows
+
+
+def node_review_rows(segmentation_node) -> list[ReviewRow]:
+    """Review rows of a result segmentation (its summary is kept on the node).
+
+    An old or hand-edited scene shows no rows (with a log line saying why) rather than failing.
+    """
+    if segmentation_node is None:
+        return []
+    text = segmentation_node.GetAttribute(node_tags.SUMMARY_JSON)
+    try:
+        return review_rows(json.loads(text)) if text else []
+    except (ValueError, InputError) as exc:  # JSONDecodeError is a ValueError
+        logging.warning(f"SpineSegDiff: cannot show the review table of '{segmentation_node.GetName()}': {exc}")
+        return []
 
 
 def slice_nodes(scene: slicer.vtkMRMLScene) -> list:

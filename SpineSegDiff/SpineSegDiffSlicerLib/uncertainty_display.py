@@ -13,7 +13,6 @@ PREFERRED_COLOR_NODE_IDS = (
     "vtkMRMLColorTableNodeRainbow",
 )
 FALLBACK_COLOR_NODE_ID = "vtkMRMLColorTableNodeGrey"
-SLICE_VIEW_NAMES = ("Red", "Yellow", "Green")
 
 
 def choose_color_node_id(scene: slicer.vtkMRMLScene) -> str:

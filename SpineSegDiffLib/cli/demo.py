@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from SpineSegDiffLib.data.imageio import write_image
     from SpineSegDiffLib.data.phantom import generate_case
     from SpineSegDiffLib.data.realdata import default_real_folder, read_real_folder
-    from SpineSegDiffLib.data.spider import spider_to_semantic
+    from SpineSegDiffLib.data.spider_labels import spider_to_semantic
     from SpineSegDiffLib.evaluation.metrics import headline_score, score_result
     from SpineSegDiffLib.evaluation.report import case_overview_png
     from SpineSegDiffLib.inference.loading import load_model

@@ -24,11 +24,11 @@ def _preview_panels(case) -> list:
     import numpy as np
     import SimpleITK as sitk
 
-    from SpineSegDiffLib.data.phantom import semantic_from_spider_values
+    from SpineSegDiffLib.data.spider_labels import spider_to_semantic
     from SpineSegDiffLib.evaluation.preview import PreviewPanel
 
     k = case.metadata["mid_sagittal_slice"]
-    labels = semantic_from_spider_values(sitk.GetArrayViewFromImage(case.mask)[:, :, k])
+    labels = spider_to_semantic(sitk.GetArrayViewFromImage(case.mask)[:, :, k])
     spacing = case.mask.GetSpacing()
     panels = []
     for seq, image in case.images.items():

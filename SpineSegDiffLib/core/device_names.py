@@ -4,6 +4,8 @@ from __future__ import annotations
 
 # "gpu" is an alias of "cuda", kept because users type it
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cuda", "gpu", "mps", "cpu")
+# One name per device (no aliases): what a menu offers, e.g. the Slicer panel.
+DEVICE_NAMES: tuple[str, ...] = tuple(name for name in DEVICE_CHOICES if name != "gpu")
 
 
 def canonical_device(name: str | None) -> str:

@@ -12,8 +12,6 @@ import sys
 import time
 from typing import Any, TextIO
 
-STAGES = ("load", "grid", "encode", "sample", "fuse", "write", "train", "validate", "evaluate", "done")
-
 
 class Progress:
     """Base reporter: remembers the start time to estimate seconds left."""

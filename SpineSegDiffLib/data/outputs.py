@@ -12,12 +12,9 @@ from SpineSegDiffLib.core.atomic import atomic_path, write_text
 from SpineSegDiffLib.core.errors import InputError
 from SpineSegDiffLib.core.labels import STRUCTURES, TERMINOLOGY_CONTEXT
 from SpineSegDiffLib.data.imageio import (
-    SUPPORTED_EXTENSIONS,
     image_extension,
     write_image,
 )
-
-SEGMENTATION_EXTENSIONS = (".seg.nrrd",) + tuple(SUPPORTED_EXTENSIONS)
 
 
 def segmentation_format(path: str | Path) -> str:

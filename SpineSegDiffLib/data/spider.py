@@ -14,70 +14,21 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence, TypeVar
+from typing import Sequence, TypeVar
 
 import numpy as np
 import SimpleITK as sitk
 
 from SpineSegDiffLib.core.errors import InputError
 from SpineSegDiffLib.data.imageio import SUPPORTED_EXTENSIONS, read_label, read_mri
-
-SEQUENCES: tuple[str, ...] = ("t1", "t2", "t2_SPACE")
-
-# SPIDER instance values -> project semantic labels (labels.STRUCTURES)
-CANAL_VALUE = 100
-VERTEBRA_VALUES = range(1, 26)
-PARTIAL_VERTEBRA_VALUES = range(101, 126)
-DISC_VALUES = range(201, 226)
+from SpineSegDiffLib.data.spider_labels import (SEQUENCES, SpiderWarning, canonical_sequence,  # noqa: F401
+                                                canonical_sequences, spider_to_semantic)  # (SpiderWarning, SEQUENCES: re-exported)
 
 # data files that belong to an .mhd header, not images of their own
 _COMPANION_SUFFIXES = (".raw", ".zraw")
 
 _NAME_PATTERN = re.compile(r"^(?P<patient>[A-Za-z0-9-]+)_(?P<sequence>t1|t2|t2_space)$", re.IGNORECASE)
 _SUFFIXES_LONGEST_FIRST = sorted(SUPPORTED_EXTENSIONS, key=len, reverse=True)
-_CANONICAL_SEQUENCE = {s.lower(): s for s in SEQUENCES}
-
-# One lookup table for every known value; anything else is "unknown".
-_LUT_SIZE = max(DISC_VALUES) + 1
-_UNKNOWN = 255
-_LUT = np.full(_LUT_SIZE, _UNKNOWN, dtype=np.uint8)
-_LUT[0] = 0
-_LUT[CANAL_VALUE] = 1
-_LUT[list(VERTEBRA_VALUES)] = 2
-_LUT[list(PARTIAL_VERTEBRA_VALUES)] = 2
-_LUT[list(DISC_VALUES)] = 3
-
-
-class SpiderWarning(UserWarning):
-    """Something in a SPIDER folder was skipped or reinterpreted; the message names the file."""
-
-
-def spider_to_semantic(mask: np.ndarray, source: str | Path | None = None) -> np.ndarray:
-    """SPIDER instance values -> uint8 semantic labels (1 canal, 2 vertebrae, 3 discs, 0 else).
-
-    Partially visible vertebrae (101-125) count as vertebrae. Values that SPIDER does not
-    define are mapped to background with a :class:`SpiderWarning` naming ``source``
-    and the values, so a wrongly converted mask is noticed rather than trained on.
-    """
-    values = np.asarray(mask)
-    if values.dtype.kind == "f":
-        integral = np.isfinite(values) & (values == np.round(values))
-        index = np.where(integral, values, -1).astype(np.int64)
-    else:
-        index = values.astype(np.int64, copy=False)
-    in_table = (index >= 0) & (index < _LUT_SIZE)
-    semantic = _LUT[np.where(in_table, index, 0)]
-    semantic[~in_table] = _UNKNOWN
-    unknown = semantic == _UNKNOWN
-    if unknown.any():
-        bad = np.unique(values[unknown])
-        shown = ", ".join(f"{v:g}" for v in bad[:10]) + (" ..." if bad.size > 10 else "")
-        where = f"{source}: " if source else ""
-        warnings.warn(f"{where}mask values {shown} are not SPIDER labels (1-25, 100, 101-125, "
-                      f"201-225); {int(unknown.sum())} voxels were treated as background",
-                      SpiderWarning, stacklevel=2)
-        semantic[unknown] = 0
-    return semantic
 
 
 def _read_mask_on(image: sitk.Image, image_path: Path, mask_path: Path) -> sitk.Image:
@@ -141,18 +92,6 @@ def _read_overview(path: Path) -> dict[str, dict[str, str]]:
         raise InputError(f"cannot read {path}: {exc}; fix or remove the file") from None
 
 
-def _check_sequences(sequences: Iterable[str] | None) -> set[str]:
-    if sequences is None:
-        return set(SEQUENCES)
-    chosen = set()
-    for s in sequences:
-        canonical = _CANONICAL_SEQUENCE.get(str(s).lower())
-        if canonical is None:
-            raise InputError(f"unknown SPIDER sequence {s!r}; choose from {', '.join(SEQUENCES)}")
-        chosen.add(canonical)
-    return chosen
-
-
 def _find_mask(masks_dir: Path, case_id: str, image_name: str) -> Path | None:
     same_name = masks_dir / image_name
     if same_name.is_file():
@@ -178,7 +117,7 @@ def read_spider_folder(folder: str | Path, sequences: Sequence[str] | None = Non
     images_dir, masks_dir = folder / "images", folder / "masks"
     if not images_dir.is_dir():
         raise InputError(f"{folder} has no images/ folder; a SPIDER folder holds images/ and masks/")
-    wanted = _check_sequences(sequences)
+    wanted = canonical_sequences(sequences)
     overview_path = folder / "overview.csv"
     overview = _read_overview(overview_path) if overview_path.is_file() else {}
 
@@ -193,7 +132,7 @@ def read_spider_folder(folder: str | Path, sequences: Sequence[str] | None = Non
             warnings.warn(f"{image_path}: file name is not PATIENT_SEQUENCE.mha with sequence one of "
                           f"{', '.join(SEQUENCES)}; skipped", SpiderWarning, stacklevel=2)
             continue
-        sequence = _CANONICAL_SEQUENCE[match["sequence"].lower()]
+        sequence = canonical_sequence(match["sequence"])
         if sequence not in wanted:
             continue
         row = overview.get(case_id, {})

@@ -52,7 +52,7 @@ def predict_on_grid(model: LoadedModel, slices: np.ndarray, settings: SegmentSet
     With a ``cache``, samples already on disk are read instead of drawn (lowering S
     costs no network evaluation), and only the missing ones are drawn and stored.
     """
-    fused = max(1, min(settings.fused_steps or model.diffusion.fused_steps, settings.steps))
+    fused = model.diffusion.fused_steps_for(settings.steps, settings.fused_steps)
     samples = cache.load_leading(settings.samples) if cache is not None else []
     cached = len(samples)
     drawn = draw_samples(model, slices, settings, range(cached, settings.samples), fused, progress)
@@ -96,7 +96,7 @@ def segment_image(image: sitk.Image, model: LoadedModel, settings: SegmentSettin
         warn(notes[-1])
 
     t1 = time.perf_counter()
-    fused = max(1, min(settings.fused_steps or model.diffusion.fused_steps, settings.steps))
+    fused = model.diffusion.fused_steps_for(settings.steps, settings.fused_steps)
     cache = open_sample_cache(image, grid, model, settings, fused) if settings.cache else None
     timings["cache_key_s"] = time.perf_counter() - t1
     pred = predict_on_grid(model, grid.slices, settings,

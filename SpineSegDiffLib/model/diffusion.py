@@ -14,7 +14,7 @@ weighs most). Threshold at 0.5.
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator
 
 import torch
@@ -23,6 +23,7 @@ from monai.losses import DiceLoss
 from monai.networks.schedulers import DDIMScheduler
 
 from SpineSegDiffLib.core.errors import ModelError
+from SpineSegDiffLib.core.settings_dict import settings_from_dict
 from SpineSegDiffLib.model.network import DiffUNet
 from SpineSegDiffLib.model.uncertainty import (
     EnsembleStatistics,
@@ -58,19 +59,14 @@ class DiffusionConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def fused_steps_for(self, steps: int, requested: int | None = None) -> int:
+        """How many of the last ``steps`` are fused: ``requested`` (else this model's), 1 .. ``steps``."""
+        return max(1, min(requested or self.fused_steps, steps))
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "model.json") -> "DiffusionConfig":
         """Read settings written by ``to_dict``; ``source`` names the file in errors."""
-        known = {f.name for f in fields(cls)}
-        if not isinstance(data, dict) or set(data) - known:
-            raise ModelError(f"{source}: unreadable diffusion settings {data!r}; the model was made "
-                             "by another SpineSegDiff version, update the extension")
-        try:
-            return cls(**data)
-        except ModelError as exc:
-            raise ModelError(f"{source}: {exc}") from None
-        except (TypeError, ValueError) as exc:
-            raise ModelError(f"{source}: invalid diffusion settings ({exc})") from None
+        return settings_from_dict(cls, data, source, "diffusion")
 
 
 def make_scheduler(config: DiffusionConfig) -> DDIMScheduler:
@@ -224,7 +220,7 @@ def sample_ensemble(model: DiffUNet, image: torch.Tensor, samples: int, steps: i
     config = config or DiffusionConfig()
     if samples < 1 or steps < 1 or fused_steps < 1:
         raise ValueError("samples, steps and fused_steps must be at least 1")
-    fused_steps = min(fused_steps, steps)
+    fused_steps = config.fused_steps_for(steps, fused_steps)
     chunk = max(1, min(chunk or samples, samples))
     scheduler = make_scheduler(config)
     timesteps = set_sampling_timesteps(scheduler, steps)

@@ -18,7 +18,7 @@ slice ``b``). The features are broadcast onto the S samples without copying them
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import torch
@@ -27,6 +27,7 @@ from monai.networks.blocks import Convolution, UpSample
 from monai.networks.nets.basic_unet import Down, TwoConv
 
 from SpineSegDiffLib.core.errors import InputError, ModelError
+from SpineSegDiffLib.core.settings_dict import settings_from_dict
 
 PAPER_FEATURES: tuple[int, ...] = (64, 64, 128, 256, 512, 64)
 SMALL_FEATURES: tuple[int, ...] = (16, 16, 32, 64, 128, 16)
@@ -86,21 +87,7 @@ class NetworkConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "model.json") -> "NetworkConfig":
         """Read settings written by ``to_dict``; ``source`` names the file in errors."""
-        if not isinstance(data, dict):
-            raise ModelError(f"{source}: the network settings are not a JSON object; "
-                             "the model file is damaged, download or export it again")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ModelError(f"{source}: unknown network settings {unknown}; the model was made "
-                             "by a newer SpineSegDiff, update the extension")
-        try:
-            return cls(**data)
-        except ModelError as exc:
-            raise ModelError(f"{source}: {exc}") from None
-        except (TypeError, ValueError) as exc:
-            raise ModelError(f"{source}: invalid network settings ({exc}); the model file is "
-                             "damaged, download or export it again") from None
+        return settings_from_dict(cls, data, source, "network")
 
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:

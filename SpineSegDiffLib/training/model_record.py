@@ -9,7 +9,8 @@ import torch
 
 from SpineSegDiffLib import __version__
 from SpineSegDiffLib.core.errors import InputError
-from SpineSegDiffLib.core.labels import NUM_CLASSES, STRUCTURES
+from SpineSegDiffLib.core.labels import NUM_CLASSES
+from SpineSegDiffLib.model.metadata import labels_metadata
 from SpineSegDiffLib.model.network import with_context_channels
 from SpineSegDiffLib.training.config import TrainConfig
 from SpineSegDiffLib.training.data import GridCase
@@ -39,7 +40,7 @@ def model_metadata(cfg: TrainConfig, net_cfg, diff_cfg, data_summary: dict, hist
         "spinesegdiff_version": __version__,
         "architecture": net_cfg.to_dict(),
         "diffusion": diff_cfg.to_dict(),
-        "labels": [{"value": s.value, "key": s.key, "name": s.name, "color": list(s.color)} for s in STRUCTURES],
+        "labels": labels_metadata(),
         "preprocessing": {"grid": {"spacing_mm": cfg.grid_spacing_mm, "size": cfg.grid_size,
                                    "min_slice_spacing_mm": cfg.min_slice_spacing_mm},
                           "normalisation": "per-volume percentiles (see geometry.py)",

@@ -26,7 +26,7 @@ def validation_dice(network, slices: SliceSet, diffusion_cfg, samples: int, step
             sel = idx[start:start + batch]
             image = torch.from_numpy(slices.inputs[sel]).to(device)
             res = sample_ensemble(network, image, samples=samples, steps=steps,
-                                  fused_steps=min(diffusion_cfg.fused_steps, steps), generator=gen,
+                                  fused_steps=diffusion_cfg.fused_steps_for(steps), generator=gen,
                                   config=diffusion_cfg)
             pred = (res.probabilities.float() > 0.5).cpu().numpy()
             gt = one_hot(slices.labels[sel]) > 0.5
