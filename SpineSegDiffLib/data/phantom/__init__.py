@@ -32,6 +32,7 @@ from SpineSegDiffLib.data.phantom.case import (
                                                  check_sequences,
                                                  generate_case,
 )
+from SpineSegDiffLib.data.phantom.contrast import CONTRASTS, SEQUENCES
 from SpineSegDiffLib.data.phantom.labels import (
                                                  CANAL_VALUE,
                                                  DISC_OFFSET,
@@ -43,8 +44,7 @@ from SpineSegDiffLib.data.phantom.labels import (
                                                  semantic_from_spider_values,
 )
 from SpineSegDiffLib.data.phantom.spider_writer import write_spider_folder
-from SpineSegDiffLib.data.phantom.tissues import SEQUENCES
 
-__all__ = ["CANAL_VALUE", "DISC_OFFSET", "PARTIAL_VERTEBRA_OFFSET", "REQUIRED_VERTEBRAE", "SACRUM_VALUE",
+__all__ = ["CANAL_VALUE", "CONTRASTS", "DISC_OFFSET", "PARTIAL_VERTEBRA_OFFSET", "REQUIRED_VERTEBRAE", "SACRUM_VALUE",
            "SEQUENCES", "VERTEBRA_VALUES", "PhantomCase", "check_sequences", "disc_value", "generate_case",
            "semantic_from_spider_values", "write_spider_folder"]

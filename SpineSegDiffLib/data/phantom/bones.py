@@ -1,4 +1,5 @@
-"""Bone and disc shapes: vertebral bodies, posterior elements, discs (nucleus, annulus)."""
+"""Bone and disc shapes: vertebral bodies, discs (nucleus, annulus), and the superellipsoid
+bone pieces the posterior elements are built from (``posterior_elements.py``)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,15 @@ from SpineSegDiffLib.data.phantom.tissues import (
 
 
 # --- bones and discs -----------------------------------------------------------------
-def _blob(grid: Grid, seg: Segment, centre_ab, radii, lc: float, exps=(2, 2, 2),
-          shear_a: float = 0.0, shear_b: float = 0.0):
-    """A superellipsoid in the segment's frame; ``lc`` != 0 mirrors it left and right."""
+def blob(grid: Grid, seg: Segment, centre_ab, radii, lc: float, exps=(2, 2, 2),
+          shear_a: float = 0.0, shear_b: float = 0.0, reach: float | None = None):
+    """A superellipsoid in the segment's frame; ``lc`` != 0 mirrors it left and right.
+    ``reach`` (mm) fixes the box size, so two blobs can share one box."""
     ac, bc = centre_ab
     ra, rb, rl = radii
     centre = seg.centre + ac * seg.axis() + bc * seg.posterior()
-    reach = max(ra + abs(shear_a) * rb, rb + abs(shear_b) * ra) + 1
+    if reach is None:
+        reach = max(ra + abs(shear_a) * rb, rb + abs(shear_b) * ra) + 1
     box = grid.box(centre, reach, reach)
     if box is None:
         return None, None
@@ -37,40 +40,13 @@ def _blob(grid: Grid, seg: Segment, centre_ab, radii, lc: float, exps=(2, 2, 2),
     return box, q <= 1
 
 
-def _paint_bone(grid: Grid, box, mask, value: int, rim_px: int = 2) -> None:
-    """Bone with a dark cortical rim (in-plane erosion) and a marrow core."""
+def paint_bone(grid: Grid, box, mask, value: int, rim_px: int = 2, marrow: int = PE_MARROW) -> None:
+    """Bone with a dark cortical rim (in-plane erosion) and a marrow core; value 0 leaves the label."""
     if box is None or not mask.any():
         return
     core = ndimage.binary_erosion(mask, structure=np.ones((3, 3, 1), bool), iterations=rim_px)
-    grid.paint(box, mask, CORTEX, value)
-    grid.paint(box, core, PE_MARROW)
-
-
-def paint_posterior_elements(grid: Grid, seg: Segment, value: int, rim_px: int) -> None:
-    h, b0, cd, cw = seg.height, seg.depth / 2, seg.canal_depth, seg.canal_width
-    pw = 0.2 * cw + 3  # pedicle width
-    parts = []
-    if not seg.lower_sacral:
-        parts += [
-            _blob(grid, seg, (0.18 * h, b0 + 0.35 * cd), (0.3 * h, 0.45 * cd + 3, pw / 2),
-                  cw / 2 + pw / 2 - 1, (2, 6, 2)),  # pedicles
-            _blob(grid, seg, (0.45 * h, b0 + 0.9 * cd), (0.36 * h, 6, 5.5), cw / 2 + pw / 2 + 1),
-            _blob(grid, seg, (-0.5 * h, b0 + cd + 3), (0.34 * h, 6, 5.5), cw / 2 + pw / 2 - 2),
-            _blob(grid, seg, (0.15 * h, b0 + 0.4 * cd), (4.5, 5, 13), cw / 2 + pw + 12),
-        ]
-    parts += [
-        _blob(grid, seg, (-0.15 * h, b0 + cd + 3.5), (0.45 * h, 3.5, cw / 2 + 3), 0, (4, 2, 4),
-              shear_b=-0.25),  # lamina, sloping posteriorly downwards
-        _blob(grid, seg, (-0.2 * h - seg.spinous_droop * seg.spinous_length / 2,
-                          b0 + cd + 4 + seg.spinous_length / 2),
-              (0.36 * h, seg.spinous_length / 2, 3.8), 0, (4, 4, 2),
-              shear_a=-seg.spinous_droop),  # spinous process
-    ]
-    if seg.name == "S1" or seg.lower_sacral:  # sacral alae: wide lateral masses
-        parts.append(_blob(grid, seg, (0, 0.1 * seg.depth), (0.45 * h, 0.5 * seg.depth, 22),
-                           cw / 2 + 18, (4, 2, 2)))
-    for box, mask in parts:
-        _paint_bone(grid, box, mask, value, rim_px)
+    grid.paint(box, mask, CORTEX, value if value else None)
+    grid.paint(box, core, marrow)
 
 
 def paint_disc(grid: Grid, disc: Disc, rng) -> None:

@@ -14,8 +14,9 @@ class Grid:
     """Voxel coordinates (anatomical mm) and the tissue / label volumes being painted."""
 
     def __init__(self, s: np.ndarray, p: np.ndarray, x: np.ndarray, shift: np.ndarray,
-                 midline: float):
+                 midline: float, subslices: int = 1):
         self.s, self.p, self.x = s, p, x
+        self.subslices = subslices  # painted planes per sagittal slice (x holds all of them)
         # left-right distance from the scoliotic midline, per row and slice
         self.l = x[None, :] - midline - shift[:, None]
         shape = (s.size, p.size, x.size)
@@ -39,6 +40,15 @@ class Grid:
         a = (-ds * c - dp * sn)[:, :, None]
         b = (-ds * sn + dp * c)[:, :, None]
         return a, b, self.l[ks][:, None, :]
+
+    def noise(self, rng: np.random.Generator, cell_mm: tuple[float, float, float]) -> np.ndarray:
+        """Smooth noise over the grid with features ``cell_mm`` wide (s, p, x); drawn per
+        sagittal slice and shared by its planes (the cheap way: x is the coarse axis)."""
+        n = self.x.size // self.subslices
+        x_step = axis_step(self.x) * self.subslices if n > 1 else 1.0
+        cell = (cell_mm[0] / axis_step(self.s), cell_mm[1] / axis_step(self.p), cell_mm[2] / x_step)
+        field = smooth_noise(rng, (self.s.size, self.p.size, n), cell)
+        return np.repeat(field, self.subslices, axis=2)
 
     def paint(self, box, mask, tissue: int | None, label: int | None = None) -> None:
         ks, kp = box

@@ -16,7 +16,7 @@ from SpineSegDiffLib.data.phantom.case import (
     check_sequences,
     generate_case,
 )
-from SpineSegDiffLib.data.phantom.tissues import SEQUENCES
+from SpineSegDiffLib.data.phantom.contrast import SEQUENCES
 
 
 # --- SPIDER folder -------------------------------------------------------------------

@@ -32,6 +32,8 @@ _LEVELS = (
     ("T10", 21, 27, 33, 15, 17, 26, 0.8, 6),
     ("T9", 20, 26, 32, 15, 17, 26, 0.9, 0),
 )
+# body height per level, to scale the posterior elements with the vertebra drawn
+NOMINAL_HEIGHT: dict[str, float] = {row[0]: float(row[1]) for row in _LEVELS}
 # likelihood weight of degeneration per disc, from L5/S1 upwards
 _DEGENERATION_PROPENSITY = (1.0, 1.0, 0.7, 0.5, 0.35, 0.25, 0.2, 0.2, 0.2)
 
