@@ -40,7 +40,7 @@ def body_outline(grid: Grid, prof: dict, rng: np.random.Generator) -> tuple[np.n
 def paint_abdomen(grid: Grid, prof: dict, segments: list[Segment], back: np.ndarray, belly: np.ndarray,
                   rng: np.random.Generator) -> None:
     p = grid.p[None, :, None]
-    front_p, canal_p = rows(prof, "front_p"), rows(prof, "canal_p")
+    front_p = rows(prof, "front_p")
     t = grid.tissue
     inside = (p <= back) & (p >= belly)
     t[inside] = FAT  # subcutaneous and intermuscular fat; organs and muscles are painted over it
@@ -56,7 +56,8 @@ def paint_abdomen(grid: Grid, prof: dict, segments: list[Segment], back: np.ndar
     t[lumen & (contents > 0.6)] = VISCERA  # faeces / collapsed loops
     t[lumen & (contents > 1.4)] = GAS
     t[cavity & (tubes > 1.2) & (contents < -0.3)] = VISCERAL_FAT  # mesentery
-    t[inside & (p >= front_p - 6) & (p < canal_p)] = VISCERAL_FAT  # retroperitoneal fat
+    # retroperitoneal fat in front of and beside the bodies (behind them: muscles, foramina)
+    t[inside & (p >= front_p - 6) & (p < front_p + 0.6 * rows(prof, "depth"))] = VISCERAL_FAT
     _paint_kidneys(grid, prof, segments, rng)
     _paint_vessels(grid, prof, segments, rng)
     _paint_bladder(grid, segments, rng)

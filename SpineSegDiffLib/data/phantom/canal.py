@@ -33,7 +33,7 @@ def paint_canal(grid: Grid, prof: dict, segments: list[Segment], discs: list[Dis
     body = t != AIR
     # foramina: fat around the exiting roots, lateral to the canal (pedicles painted later)
     lateral = np.abs(l) > canal_w
-    foramen = body & lateral & (np.abs(l) < canal_w + 12) & (np.abs(p - canal_p) * cosphi < canal_r + 1)
+    foramen = body & lateral & (np.abs(l) < canal_w + 7) & (np.abs(p - canal_p) * cosphi < canal_r + 1)
     t[foramen] = EPIDURAL_FAT
     radial = ((p - canal_p) * cosphi / canal_r) ** 2 + (l / canal_w) ** 2
     canal = radial <= 1

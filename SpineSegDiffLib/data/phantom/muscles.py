@@ -23,6 +23,7 @@ from SpineSegDiffLib.data.phantom.tissues import (
     FATTY_MUSCLE,
     LIGAMENT,
     MULTIFIDUS,
+    MUSCLE,
     MUSCLES,
     PSOAS,
     QUADRATUS,
@@ -63,6 +64,11 @@ def paint_muscles(grid: Grid, prof: dict, segments: list[Segment], back: np.ndar
     lumbar = _level_share(grid.s, by_name["L1"].centre[0], by_name["L5"].centre[0])
     below_s1 = _level_share(grid.s, by_name["S1"].centre[0], by_name["S3"].centre[0])
 
+    # deep muscle (intertransversarii, psoas' posterior fibres) fills the gaps behind the
+    # bodies' sides between the transverse processes; the muscles below are painted over it
+    deep = inside & (al > rows(prof, "canal_w") + 6) & (p > rows(prof, "canal_p") - rows(prof, "canal_r") - 6) \
+        & (p < canal_back + 4) & (al < rows(prof, "body_w") + 30)
+    grid.tissue[deep] = MUSCLE
     # psoas: from the T12/L1 disc down, against the bodies' sides, swinging forward below L5
     top = by_name["T12"].centre[0] + by_name["T12"].height / 2
     grow = _level_share(grid.s, top, by_name["L5"].centre[0])
