@@ -118,3 +118,14 @@ def test_every_contrast_renders_and_stir_suppresses_fat():
     for seq, image in case.images.items():
         assert image.GetSize() == case.mask.GetSize(), seq
         assert set(case.metadata["acquisition"][seq]) >= {"resolution_mm", "noise_sd", "motion_mm"}
+
+
+def test_cli_writes_the_new_contrasts(tmp_path):
+    from conftest import run_cli
+
+    out = tmp_path / "phantoms"
+    result = run_cli("phantom", "--out", out, "--cases", "1", "--seed", "3", "--sequences", "stir,random")
+    assert result.returncode == 0, result.stderr
+    assert {f.name for f in (out / "images").iterdir()} == {"1_stir.mha", "1_random.mha"}
+    stir = sitk.ReadImage(str(out / "images" / "1_stir.mha"))
+    assert stir.GetSize() == sitk.ReadImage(str(out / "masks" / "1_stir.mha")).GetSize()
