@@ -1,20 +1,28 @@
-"""Make docs/images/phantom_vs_real.png: a phantom T2 mid-sagittal slice beside a real one.
+"""Draw today's phantom beside the old one (before the anatomy rewrite) and a real case.
 
 Usage (from the repository root):
     python scripts/make_phantom_figure.py [--real-dir ../shared/data/real] [--case IVD_11]
-        [--seed 0] [--index 1] [--out docs/images/phantom_vs_real.png]
+        [--seed 0] [--index 1] [--out /tmp/phantom_new_old_real.png]
+        [--preview docs/images/phantom_preview.png]
 
-The real case's labels are partial (IVD_* label discs only, VB2_* bodies only); they are
-drawn as they are. Real labels are values 1..N per structure: every value > 0 is drawn as
-the structure the set labels.
+--out: new phantom | old phantom | real case, each as a mid-sagittal and a lateral slice
+(about 25 mm off the midline, where paraspinal muscle lies behind the spine), images bare
+and the phantoms' labels drawn on the mid slice. The real case's licence forbids
+redistribution, so that figure goes to /tmp and is not committed. --preview writes the
+phantom-only figure (new vs old, several contrasts) that docs/ shows.
+
+The old generator is read from git (commit OLD_COMMIT, the flat ``data/phantom.py``) into a
+temporary module; nothing of it is kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
+import subprocess
 import sys
-from dataclasses import replace
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,35 +31,58 @@ import SimpleITK as sitk
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from SpineSegDiffLib.data.phantom import generate_case  # noqa: E402
-from SpineSegDiffLib.data.spider_labels import spider_to_semantic  # noqa: E402
+from SpineSegDiffLib.data.phantom import generate_case, semantic_from_spider_values  # noqa: E402
 from SpineSegDiffLib.evaluation.preview import PreviewPanel, save_preview  # noqa: E402
 
+OLD_COMMIT = "13380df"
+LATERAL_MM = 25.0
 # which semantic structure each real set labels (see the real data README)
 _REAL_SET_STRUCTURE = {"IVD": 3, "VB1": 2, "VB2": 2, "VB3": 2}
 
 
-def _real_panel(real_dir: Path, case: str) -> PreviewPanel:
+def old_phantom_module():
+    """The phantom generator as it was at OLD_COMMIT, imported from a temporary file."""
+    source = subprocess.run(["git", "show", f"{OLD_COMMIT}:SpineSegDiffLib/data/phantom.py"], cwd=REPO,
+                            check=True, capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / "old_phantom.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("old_phantom", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["old_phantom"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _slices(case, sequence: str, title: str, labels_on_mid: bool = True) -> list[PreviewPanel]:
+    k = case.metadata["mid_sagittal_slice"]
+    sx, sy, sz = case.mask.GetSpacing()
+    lateral = int(np.clip(k + round(LATERAL_MM / sx), 0, case.mask.GetSize()[0] - 1))
+    image = sitk.GetArrayFromImage(case.images[sequence])
+    mask = sitk.GetArrayFromImage(case.mask)
+    panels = []
+    for kk, where in ((k, "mid"), (lateral, f"{(lateral - k) * sx:.0f} mm lateral")):
+        labels = semantic_from_spider_values(mask[:, :, kk]) if labels_on_mid and kk == k else None
+        panels.append(PreviewPanel(image[:, :, kk], f"{title} {sequence} {where}", labels, spacing=(sz, sy)))
+    return panels
+
+
+def _real_panels(real_dir: Path, case: str) -> list[PreviewPanel]:
     rows = {r["case"]: r for r in csv.DictReader((real_dir / "cases.csv").open())}
     image = sitk.ReadImage(str(real_dir / "images" / f"{case}.nii.gz"))
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(real_dir / "masks" / f"{case}.nii.gz")))
     # the labelled slices' middle is the mid-sagittal slice (x is the last numpy axis)
     xs = np.nonzero(mask.reshape(-1, mask.shape[2]).any(axis=0))[0]
     k = int(round(xs.mean())) if xs.size else mask.shape[2] // 2
-    labels = np.where(mask[:, :, k] > 0, _REAL_SET_STRUCTURE[rows[case]["set"]], 0).astype(np.uint8)
-    spacing = image.GetSpacing()
-    return PreviewPanel(sitk.GetArrayFromImage(image)[:, :, k], f"real {case} ({rows[case]['sequence']})",
-                        labels, spacing=(spacing[2], spacing[1]))
-
-
-def _phantom_panel(seed: int, index: int, sequence: str) -> PreviewPanel:
-    case = generate_case(seed, index, (sequence,))
-    k = case.metadata["mid_sagittal_slice"]
-    spacing = case.mask.GetSpacing()
-    labels = spider_to_semantic(sitk.GetArrayFromImage(case.mask)[:, :, k])
-    return PreviewPanel(sitk.GetArrayFromImage(case.images[sequence])[:, :, k],
-                        f"phantom seed {seed} case {index} {sequence}", labels,
-                        spacing=(spacing[2], spacing[1]))
+    sx, sy, sz = image.GetSpacing()
+    lateral = int(np.clip(k + round(LATERAL_MM / sx), 0, mask.shape[2] - 1))
+    array = sitk.GetArrayFromImage(image)
+    structure = _REAL_SET_STRUCTURE[rows[case]["set"]]
+    panels = []
+    for kk, where in ((k, "mid"), (lateral, f"{(lateral - k) * sx:.0f} mm lateral")):
+        labels = np.where(mask[:, :, kk] > 0, structure, 0).astype(np.uint8) if kk == k else None
+        panels.append(PreviewPanel(array[:, :, kk], f"real {case} ({rows[case]['sequence']}) {where}", labels,
+                                   spacing=(sz, sy)))
+    return panels
 
 
 def main() -> int:
@@ -60,13 +91,25 @@ def main() -> int:
     parser.add_argument("--case", default="IVD_11")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--index", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "images" / "phantom_vs_real.png")
+    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "phantom_new_old_real.png")
+    parser.add_argument("--preview", type=Path, default=None,
+                        help="also write the phantom-only figure (new vs old, several contrasts) here")
     args = parser.parse_args()
-    phantom, real = _phantom_panel(args.seed, args.index, "t2"), _real_panel(args.real_dir, args.case)
-    # each image once bare (to judge appearance) and once with its labels
-    bare = [replace(p, labels=None, title=p.title.split(" (")[0] + " image") for p in (phantom, real)]
-    save_preview(args.out, [bare[0], phantom, bare[1], real], height=448)
+    old = old_phantom_module()
+    new_case = generate_case(args.seed, args.index, ("t2", "t1", "stir", "random"))
+    old_case = old.generate_case(args.seed, args.index, ("t2", "t1"))
+    panels = _slices(new_case, "t2", "new") + _slices(old_case, "t2", "old")
+    if (args.real_dir / "cases.csv").is_file():
+        panels += _real_panels(args.real_dir, args.case)
+    else:
+        print(f"no real data in {args.real_dir}: drawing the phantoms only")
+    save_preview(args.out, panels, height=448)
     print(f"wrote {args.out}")
+    if args.preview is not None:
+        contrasts = [p for seq in ("t1", "stir", "random") for p in _slices(new_case, seq, "new", False)[:1]]
+        save_preview(args.preview, _slices(new_case, "t2", "new") + contrasts + _slices(old_case, "t2", "old"),
+                     height=384)
+        print(f"wrote {args.preview}")
     return 0
 
 

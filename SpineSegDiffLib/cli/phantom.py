@@ -15,7 +15,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="new folder to create (images/, masks/, overview.csv, radiological_gradings.csv)")
     p.add_argument("--cases", type=int, default=10, help="number of phantom patients (default 10)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same phantoms")
-    p.add_argument("--sequences", default="t1,t2", help="comma-separated: t1, t2 (default t1,t2)")
+    p.add_argument("--sequences", default="t1,t2",
+                   help="comma-separated contrasts per case: t1, t2, stir, dixon_water, dixon_fat, random "
+                        "(every tissue's intensity drawn at random); default t1,t2")
     p.add_argument("--preview", type=Path, default=None,
                    help="also write a PNG of the mid-sagittal slices of the first cases with their labels")
 
