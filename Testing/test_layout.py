@@ -49,7 +49,7 @@ def _imports(path: Path, top_level_only: bool = False) -> set[str]:
 
 def test_every_module_the_architecture_names_exists_and_every_module_is_named():
     text = ARCHITECTURE.read_text(encoding="utf-8")
-    named = set(re.findall(r"`((?:[a-z_]+/)?[a-z_]+\.py)`", text))
+    named = set(re.findall(r"`((?:[a-z_]+/)*[a-z_]+\.py)`", text))
     named_slicer = set(re.findall(r"`SpineSegDiffSlicerLib/([a-z_]+\.py)`", text))
     missing = sorted(n for n in named if not (ENGINE / n).is_file() and not (REPO / n).is_file()
                      and not (REPO / "SpineSegDiff" / n).is_file() and not (REPO / "Testing" / n).is_file()
