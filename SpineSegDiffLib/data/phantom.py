@@ -676,6 +676,13 @@ def generate_case(seed: int, index: int, sequences: Sequence[str] = SEQUENCES) -
         "disc_names": {d.value: d.name for d in discs if d.value in present},
         "vertebra_values": [int(v) for v in present if 1 <= v <= 25 or 101 <= v <= 125],
         "disc_values": [int(v) for v in present if 201 <= v <= 225],
+        # true dimensions (mm) for validating measurements: disc height along its axis at
+        # the centre (between the bodies' flat endplate boxes), body height and AP depth
+        "disc_height_mm": {d.value: round(d.height, 3) for d in discs if d.value in present},
+        "body_height_mm": {seg.value: round(seg.height, 3) for seg in segments[:len(_LEVELS)]},
+        "body_depth_mm": {seg.value: round(seg.depth, 3) for seg in segments[:len(_LEVELS)]},
+        # _paint_body's endplates dip this far into the body at its centre (discs fill it)
+        "endplate_concavity_mm": 0.8,
     }
     return PhantomCase(str(index + 1), images, mask, metadata)
 
