@@ -8,7 +8,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from SpineSegDiffLib.measure.intervals import INTERVAL_METHOD, measurement_rows
-from SpineSegDiffLib.measure.levels import label_levels, labels_from_fused
+from SpineSegDiffLib.measure.levels import NearestLevel, label_levels
 from SpineSegDiffLib.measure.measurements import MEASURES, measure_levels
 
 GEOMETRY_NOTE = ("measured on the input image's geometry (physical mm through its spacing and "
@@ -29,8 +29,9 @@ def measure_case(labelmap: sitk.Image, image: sitk.Image | None = None,
     fused = measure_levels(levels.instances, labelmap, values, image)
     spacing_zyx = tuple(float(s) for s in labelmap.GetSpacing()[::-1])
     samples = []
+    nearest = NearestLevel(levels.instances, spacing_zyx) if sample_labelmaps else None
     for sample in sample_labelmaps or []:
-        sample_instances = labels_from_fused(sitk.GetArrayViewFromImage(sample), levels.instances, spacing_zyx)
+        sample_instances = nearest(sitk.GetArrayViewFromImage(sample))
         samples.append(measure_levels(sample_instances, labelmap, values, image))
     rows = measurement_rows(fused, samples, interval_scale)
     problems = list(levels.warnings)
@@ -56,15 +57,18 @@ def measure_case(labelmap: sitk.Image, image: sitk.Image | None = None,
     return report, instances
 
 
-def level_accuracy(instances: np.ndarray, truth: np.ndarray) -> dict[int, bool]:
-    """Per true level (SPIDER value, vertebrae and discs): is the value most often given to its
-    voxels the right one? (Partial marks are ignored: 103 counts as 3.)"""
+def level_accuracy(instances: np.ndarray, truth: np.ndarray, voxel_ml: float,
+                   min_ml: float = 5.0) -> dict[int, bool]:
+    """Per true level (SPIDER value, vertebrae and discs) of at least ``min_ml``: is the value
+    most often given to its voxels the right one? Partial marks are ignored (103 counts as
+    3); slivers at the edge of the field of view (a spinous process tip) are not levels a
+    reader names, hence ``min_ml``."""
     def base(v):
         return np.where((v > 100) & (v < 200), v - 100, v)
     out = {}
     t, p = base(truth.astype(np.int32)), base(instances.astype(np.int32))
     for value in np.unique(t):
-        if value == 0 or value == 100:
+        if value == 0 or value == 100 or (t == value).sum() * voxel_ml < min_ml:
             continue
         got = p[(t == value) & (p > 0) & (p != 100)]
         out[int(value)] = bool(got.size) and int(np.bincount(got).argmax()) == int(value)

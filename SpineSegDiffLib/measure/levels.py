@@ -213,18 +213,26 @@ def label_levels(semantic: sitk.Image) -> LevelResult:
     return LevelResult(out, levels, anchor, warnings, frames)
 
 
-def labels_from_fused(sample_semantic: np.ndarray, fused: np.ndarray, spacing_zyx: tuple[float, float, float],
-                      max_mm: float = 10.0) -> np.ndarray:
-    """Give a sample's vertebra / disc voxels the level of the nearest fused instance of
-    the same structure (within ``max_mm``), so every sample is measured level by level."""
-    out = np.zeros(fused.shape, np.uint16)
-    out[sample_semantic == 1] = CANAL_VALUE
-    for structure, is_kind in ((2, lambda v: (v > 0) & (v < DISC_OFFSET) & (v != CANAL_VALUE)),
-                               (3, lambda v: v > DISC_OFFSET)):
-        have = is_kind(fused)
-        if not have.any():
-            continue
-        dist, nearest = ndimage.distance_transform_edt(~have, sampling=spacing_zyx, return_indices=True)
-        take = (sample_semantic == structure) & (dist <= max_mm)
-        out[take] = fused[tuple(n[take] for n in nearest)]
-    return out
+class NearestLevel:
+    """Gives a sample's vertebra / disc voxels the level of the nearest fused instance of
+    the same structure (within ``max_mm``), so every sample is measured level by level.
+    The distance maps are computed once per case and reused for every sample."""
+
+    def __init__(self, fused: np.ndarray, spacing_zyx: tuple[float, float, float], max_mm: float = 10.0):
+        self.fused = fused
+        self.maps = {}
+        kinds = {2: (fused > 0) & (fused < DISC_OFFSET) & (fused != CANAL_VALUE), 3: fused > DISC_OFFSET}
+        for structure, have in kinds.items():
+            if have.any():
+                nearest = np.zeros((3, *fused.shape), np.int32)
+                dist = ndimage.distance_transform_edt(~have, sampling=spacing_zyx, return_indices=True,
+                                                      indices=nearest)
+                self.maps[structure] = (dist <= max_mm, nearest)
+
+    def __call__(self, sample_semantic: np.ndarray) -> np.ndarray:
+        out = np.zeros(self.fused.shape, np.uint16)
+        out[sample_semantic == 1] = CANAL_VALUE
+        for structure, (near, nearest) in self.maps.items():
+            take = (sample_semantic == structure) & near
+            out[take] = self.fused[tuple(n[take] for n in nearest)]
+        return out
