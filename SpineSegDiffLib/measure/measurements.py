@@ -113,9 +113,13 @@ def _mean_inside(values: np.ndarray, mask: np.ndarray) -> float | None:
 
 
 def measure_levels(instances: np.ndarray, reference: sitk.Image, level_values: list[int],
-                   image: sitk.Image | None = None) -> Measured:
+                   image: sitk.Image | None = None, bodies_only: bool = False) -> Measured:
     """Every measurement of every level in ``level_values`` (SPIDER values of the fused
-    result) on one instance labelmap on ``reference``'s geometry."""
+    result) on one instance labelmap on ``reference``'s geometry.
+
+    ``bodies_only``: the vertebra masks are bodies without posterior elements (manual
+    body-only references): a body's own least-spread axis gives its frame, no disc needed.
+    """
     out: Measured = {}
     voxel_ml = float(np.prod(reference.GetSpacing())) / 1000.0
     disc_values = sorted(v for v in level_values if v > DISC_OFFSET)
@@ -187,13 +191,19 @@ def measure_levels(instances: np.ndarray, reference: sitk.Image, level_values: l
         elif not mask.any():
             reason = f"{level_name(v)} not found in this result"
         above, below = frames.get(DISC_OFFSET + base), frames.get(DISC_OFFSET + base - 1)
-        if reason is None and above is None and below is None:
+        if reason is None and bodies_only:
+            pts = voxel_points(reference, np.argwhere(mask))
+            above = below = None
+            own = Frame.from_normal(pts.mean(axis=0), principal_normal(pts))
+        if reason is None and above is None and below is None and not bodies_only:
             reason = f"no disc next to {level_name(v)}: its body axis is unknown"
         if reason is not None:
             for k in BODY_MEASURES:
                 out[(v, k)] = Value(None, reason)
             continue
-        if above is not None and below is not None:
+        if bodies_only:
+            frame = own
+        elif above is not None and below is not None:
             frame = Frame.from_normal((above.centre + below.centre) / 2, above.centre - below.centre)
         elif above is not None:
             frame = Frame.from_normal(above.centre - above.n * typical / 2, above.n)
