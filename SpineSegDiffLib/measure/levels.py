@@ -80,17 +80,28 @@ def _components(mask: np.ndarray, min_voxels: int) -> list[np.ndarray]:
 
 
 def _geodesic_grow(seeds: np.ndarray, allowed: np.ndarray, max_steps: int = 400) -> np.ndarray:
-    """Grow integer seeds through ``allowed`` (6-connected); the first label to arrive wins."""
+    """Grow integer seeds through ``allowed`` (6-connected); the first label to arrive wins.
+
+    Grown on every second voxel of the long axes first (8x fewer voxel visits), then
+    mapped back and finished at full resolution, so the cost stays a second or two.
+    """
     if not allowed.any():
         return seeds.copy()
     box = ndimage.find_objects(allowed.astype(np.uint8))[0]  # work on the spine's bounding box only
+    sub_seeds, sub_allowed = seeds[box], allowed[box]
+    step = tuple(2 if n > 100 else 1 for n in sub_allowed.shape)
+    coarse_view = tuple(slice(None, None, f) for f in step)
+    coarse = _grow_box(sub_seeds[coarse_view], sub_allowed[coarse_view], max_steps)
+    back = coarse[np.ix_(*[np.arange(n) // f for n, f in zip(sub_allowed.shape, step)])]
+    first = np.where(sub_allowed, back, 0).astype(seeds.dtype)
+    first[sub_seeds > 0] = sub_seeds[sub_seeds > 0]
     labels = seeds.copy()
-    labels[box] = _grow_box(seeds[box], allowed[box], max_steps)
+    labels[box] = _grow_box(first, sub_allowed, max_steps)
     return labels
 
 
 def _grow_box(seeds: np.ndarray, allowed: np.ndarray, max_steps: int) -> np.ndarray:
-    labels = seeds.copy()
+    labels = seeds.astype(np.uint8)  # at most a few dozen segments; uint8 dilates fastest
     cross = ndimage.generate_binary_structure(3, 1)
     for _ in range(max_steps):
         todo = allowed & (labels == 0)
@@ -99,7 +110,7 @@ def _grow_box(seeds: np.ndarray, allowed: np.ndarray, max_steps: int) -> np.ndar
         if not new.any():
             break
         labels[new] = grown[new]
-    return labels
+    return labels.astype(seeds.dtype)
 
 
 def label_levels(semantic: sitk.Image) -> LevelResult:

@@ -19,7 +19,6 @@ from scipy import ndimage
 from SpineSegDiffLib.measure.frames import (
     PLANE_STEP_MM,
     Frame,
-    mask_image,
     principal_normal,
     resample_plane,
     voxel_points,
@@ -96,14 +95,35 @@ def _centre_rc(ranges) -> tuple[float, float]:
     return -r0 / PLANE_STEP_MM, -c0 / PLANE_STEP_MM
 
 
-def _disc_frames(instances: np.ndarray, reference: sitk.Image, values: list[int]) -> dict[int, Frame]:
+def _disc_frames(crops: "_Crops", values: list[int]) -> dict[int, Frame]:
     frames = {}
     for v in values:
-        idx = np.argwhere(instances == v)
-        if len(idx) >= 10:
-            pts = voxel_points(reference, idx)
+        got = crops.get(v)
+        if got is not None and got[0].sum() >= 10:
+            pts = voxel_points(got[1], np.argwhere(got[0]))
             frames[v] = Frame.from_normal(pts.mean(axis=0), principal_normal(pts))
     return frames
+
+
+class _Crops:
+    """Each level's mask cut to its bounding box (+ a margin) as an image with the right
+    physical origin: resampling and point lists then cost the level's size, not the volume's."""
+
+    def __init__(self, instances: np.ndarray, reference: sitk.Image, margin: int = 3):
+        self.instances, self.reference, self.margin = instances, reference, margin
+        self.boxes = ndimage.find_objects(instances.astype(np.int32))
+
+    def get(self, value: int) -> tuple[np.ndarray, sitk.Image] | None:
+        if value > len(self.boxes) or self.boxes[value - 1] is None:
+            return None
+        box = tuple(slice(max(0, s.start - self.margin), min(n, s.stop + self.margin))
+                    for s, n in zip(self.boxes[value - 1], self.instances.shape))
+        mask = self.instances[box] == value
+        image = sitk.GetImageFromArray(mask.astype(np.float32))
+        image.SetSpacing(self.reference.GetSpacing())
+        image.SetDirection(self.reference.GetDirection())
+        image.SetOrigin(self.reference.TransformIndexToPhysicalPoint([int(s.start) for s in box[::-1]]))
+        return mask, image
 
 
 def _mean_inside(values: np.ndarray, mask: np.ndarray) -> float | None:
@@ -124,20 +144,22 @@ def measure_levels(instances: np.ndarray, reference: sitk.Image, level_values: l
     voxel_ml = float(np.prod(reference.GetSpacing())) / 1000.0
     disc_values = sorted(v for v in level_values if v > DISC_OFFSET)
     vertebra_values = sorted(v for v in level_values if 0 < v < DISC_OFFSET and v != CANAL_VALUE)
-    frames = _disc_frames(instances, reference, disc_values)
-    canal = instances == CANAL_VALUE
-    canal_img = mask_image(canal, reference) if canal.any() else None
+    crops = _Crops(instances, reference)
+    frames = _disc_frames(crops, disc_values)
+    canal = crops.get(CANAL_VALUE)
+    canal_img = canal[1] if canal is not None else None
+    float_image = sitk.Cast(image, sitk.sitkFloat32) if image is not None else None
     disc_heights: dict[int, float] = {}
     for v in disc_values:
-        mask = instances == v
         if v not in frames:
             for k in DISC_MEASURES:
                 out[(v, k)] = Value(None, f"{level_name(v)} not found in this result")
             continue
         frame = frames[v]
+        mask, mask_img = crops.get(v)
         out[(v, "disc_volume_ml")] = Value(round(float(mask.sum()) * voxel_ml, 4))
         ranges = ((-40.0, 40.0), (-20.0, 20.0))
-        plane = resample_plane(mask_image(mask, reference), frame, ("ap", "n"), ranges) > 0.5
+        plane = resample_plane(mask_img, frame, ("ap", "n"), ranges) > 0.5
         comp, note = _nearest_component(plane, _centre_rc(ranges))
         if comp is None:
             for part in _FRACTIONS:
@@ -166,10 +188,9 @@ def measure_levels(instances: np.ndarray, reference: sitk.Image, level_values: l
             ap = max(((s[-1] - s[0] + 1) * PLANE_STEP_MM for s in spans if s.size), default=None)
             out[(v, "canal_ap_diameter_mm")] = Value(None if ap is None else round(float(ap), 3))
             ratio, why = None, "no image given"
-            if image is not None and comp is not None:
-                img = sitk.Cast(image, sitk.sitkFloat32)
-                disc_signal = _mean_inside(resample_plane(img, frame, ("ap", "n"), ranges), comp)
-                csf_signal = _mean_inside(resample_plane(img, frame, ("lr", "ap"), cranges), ccomp)
+            if float_image is not None and comp is not None:
+                disc_signal = _mean_inside(resample_plane(float_image, frame, ("ap", "n"), ranges), comp)
+                csf_signal = _mean_inside(resample_plane(float_image, frame, ("lr", "ap"), cranges), ccomp)
                 if disc_signal is not None and csf_signal and csf_signal > 0:
                     ratio, why = round(disc_signal / csf_signal, 4), None
                 else:
@@ -182,17 +203,18 @@ def measure_levels(instances: np.ndarray, reference: sitk.Image, level_values: l
     bodies: dict[int, tuple[Frame, dict, float, tuple[int, int]]] = {}
     for v in vertebra_values:
         base = v - PARTIAL_OFFSET if v > PARTIAL_OFFSET else v
-        mask = instances == v
+        got = crops.get(v)
+        mask, mask_img = got if got is not None else (None, None)
         reason = None
         if v > PARTIAL_OFFSET:
             reason = f"{level_name(v)} is cut by the field of view"
         elif base == 1:
             reason = "the sacrum has no body height"
-        elif not mask.any():
+        elif mask is None:
             reason = f"{level_name(v)} not found in this result"
         above, below = frames.get(DISC_OFFSET + base), frames.get(DISC_OFFSET + base - 1)
         if reason is None and bodies_only:
-            pts = voxel_points(reference, np.argwhere(mask))
+            pts = voxel_points(mask_img, np.argwhere(mask))
             above = below = None
             own = Frame.from_normal(pts.mean(axis=0), principal_normal(pts))
         if reason is None and above is None and below is None and not bodies_only:
@@ -210,7 +232,7 @@ def measure_levels(instances: np.ndarray, reference: sitk.Image, level_values: l
         else:
             frame = Frame.from_normal(below.centre + below.n * typical / 2, below.n)
         ranges = ((-45.0, 45.0), (-35.0, 35.0))
-        plane = resample_plane(mask_image(mask, reference), frame, ("ap", "n"), ranges) > 0.5
+        plane = resample_plane(mask_img, frame, ("ap", "n"), ranges) > 0.5
         comp, note = _nearest_component(plane, _centre_rc(ranges))
         if comp is None:
             for k in BODY_MEASURES:
@@ -223,7 +245,7 @@ def measure_levels(instances: np.ndarray, reference: sitk.Image, level_values: l
         wedge = heights["anterior"] / heights["posterior"] if heights["posterior"] > 0 else None
         out[(v, "body_wedge_ratio")] = Value(None if wedge is None else round(wedge, 4))
         # body volume: the vertebra in front of the body's posterior wall (+1 mm), within its height
-        rel = voxel_points(reference, np.argwhere(mask)) - frame.centre
+        rel = voxel_points(mask_img, np.argwhere(mask)) - frame.centre
         ap0 = ranges[0][0] + span[0] * PLANE_STEP_MM
         ap1 = ranges[0][0] + span[1] * PLANE_STEP_MM
         half = max(heights.values()) / 2 + 2.0
@@ -245,7 +267,11 @@ def measure_levels(instances: np.ndarray, reference: sitk.Image, level_values: l
         h = disc_heights.get(DISC_OFFSET + base - 1, 8.0)
         ranges = ((-45.0, 45.0), (-30.0, 30.0))
         for value, sign in ((v, 1), (lower_values[0], -1)):
-            plane = resample_plane(mask_image(instances == value, reference), disc, ("ap", "n"), ranges) > 0.5
+            got = crops.get(value)
+            if got is None:
+                walls.append(None)
+                continue
+            plane = resample_plane(got[1], disc, ("ap", "n"), ranges) > 0.5
             rows = np.arange(plane.shape[0]) * PLANE_STEP_MM + ranges[1][0]
             band = (sign * rows >= h / 2 + 1.0) & (sign * rows <= h / 2 + 6.0)  # next to the endplate
             cols = plane[band].any(axis=0)
