@@ -157,3 +157,18 @@ def test_bad_inputs_give_a_clear_line_and_no_made_up_number(cases):
     report, _ = measure_case(_labelmap(holes, case.mask))
     row = next(r for r in report["measurements"] if r["value"] == 203 and r["measure"] == "disc_height_middle_mm")
     assert row["fused"] is not None and "holes" in row["note"]
+
+
+def test_a_missing_disc_keeps_the_levels_and_names_those_in_doubt(cases):
+    case = cases[1]
+    truth = sitk.GetArrayFromImage(case.mask)
+    semantic = semantic_from_spider_values(truth)
+    semantic[truth == 203] = 0  # the model missed L3/L4: L3 and L4 touch
+    semantic[(truth == 203) & (np.roll(truth, 1, axis=0) == 4)] = 2
+    result = label_levels(_labelmap(semantic, case.mask))
+    voxel_ml = float(np.prod(case.mask.GetSpacing())) / 1000
+    accuracy = level_accuracy(result.instances, truth, voxel_ml, min_ml=MIN_LEVEL_ML)
+    assert 203 not in [lv.value for lv in result.levels]
+    assert all(ok for value, ok in accuracy.items() if value != 203), accuracy
+    (warning,) = result.warnings
+    assert "L2/L3" in warning and "L4/L5" in warning and "levels in doubt" in warning

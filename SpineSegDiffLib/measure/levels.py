@@ -132,9 +132,25 @@ def label_levels(semantic: sitk.Image) -> LevelResult:
     if not vert.any() and not discs:
         return LevelResult(out, [], "none", ["no spine found: no vertebra or disc in the result"])
 
-    nd = len(discs)
-    spacing = [float(np.linalg.norm(discs[i][0] - discs[i + 1][0])) for i in range(nd - 1)]
+    spacing = [float(np.linalg.norm(discs[i][0] - discs[i + 1][0])) for i in range(len(discs) - 1)]
     typical = float(np.median(spacing)) if spacing else 38.0  # an adult lumbar body + disc
+    # a gap of about n spacings holds n - 1 discs the result missed: put virtual discs there
+    # (no voxels) so the vertebrae between are split and the numbering above stays right
+    gaps = []  # (upper real disc, lower real disc, missing count), in the final disc order
+    if len(spacing) > 1:
+        filled = [discs[0]]
+        for i, gap in enumerate(spacing):
+            upper, lower = discs[i], discs[i + 1]
+            missing = int(round(gap / typical)) - 1 if gap > GAP_FACTOR * typical else 0
+            for m in range(1, missing + 1):
+                f = m / (missing + 1)
+                normal = (1 - f) * upper[1] + f * lower[1]
+                filled.append(((1 - f) * upper[0] + f * lower[0], normal / np.linalg.norm(normal), None))
+            if missing:
+                gaps.append((len(filled) - missing - 1, len(filled), missing, gap / typical))
+            filled.append(lower)
+        discs = filled
+    nd = len(discs)
     seg_labels = np.zeros(arr.shape, np.int32)  # segment k + 1: k = discs above it
     vidx = np.argwhere(vert)
     if nd == 0:
@@ -163,11 +179,6 @@ def label_levels(semantic: sitk.Image) -> LevelResult:
             centre = voxel_points(semantic, c).mean(axis=0)
             k = sum(1 for centroid, normal, _ in discs if (centre - centroid) @ normal < 0)
             seg_labels[tuple(c.T)] = k + 1
-        for i, gap in enumerate(spacing):
-            if gap > GAP_FACTOR * typical and len(spacing) > 1:
-                warnings.append(f"discs {i + 1} and {i + 2} from the top are {gap / typical:.1f}x the usual "
-                                f"distance apart: a disc may be missing or two vertebrae fused; "
-                                f"levels above the lower one are in doubt")
 
     # which segments hold a vertebra, and does the lowest one look like the sacrum?
     present = [k for k in range(n_segments) if (seg_labels == k + 1).sum() >= min_vert]
@@ -202,6 +213,12 @@ def label_levels(semantic: sitk.Image) -> LevelResult:
         warnings.append("more vertebrae below the assumed top than a lumbar spine has: numbering shifted, "
                         "levels in doubt")
 
+    for upper_i, lower_i, missing, ratio in gaps:  # named only now that the numbering is known
+        upper, lower = disc_name(DISC_OFFSET + value_of[upper_i + 1]), disc_name(DISC_OFFSET + value_of[lower_i + 1])
+        doubt = ", ".join(vertebra_name(value_of[k]) for k in present if k <= lower_i)
+        warnings.append(f"the {upper} and {lower} discs are {ratio:.1f}x the usual distance apart: "
+                        f"{missing} disc(s) between them not found and assumed halfway (or vertebrae fused, "
+                        f"transitional anatomy?); levels in doubt: {doubt}")
     levels: list[Level] = []
     for k in present:
         region = seg_labels == k + 1
@@ -214,6 +231,8 @@ def label_levels(semantic: sitk.Image) -> LevelResult:
                             round(len(idx) * voxel_ml, 3)))
     frames = {}
     for i, (centroid, normal, idx) in enumerate(discs):
+        if idx is None:  # a virtual disc: nothing to label
+            continue
         value = DISC_OFFSET + value_of[i + 1]
         out[tuple(idx.T)] = value
         frames[value] = (centroid, normal)
