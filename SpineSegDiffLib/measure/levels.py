@@ -28,6 +28,8 @@ DISC_OFFSET = 200
 _NAMES_FROM_SACRUM = ("S1", "L5", "L4", "L3", "L2", "L1") + tuple(f"T{k}" for k in range(12, 0, -1))
 MIN_DISC_ML = 0.2  # smaller disc components are noise, not discs
 MIN_VERTEBRA_ML = 0.5
+MIN_DISC_SHARE = 0.2  # a disc component under a fifth of the median disc is a stray piece
+MAX_DISC_OFF_MIDLINE_MM = 30.0  # discs sit on the spine: further left or right is a stray piece
 SEED_RADIUS_MM = 10.0  # body seeds: a cylinder this wide on the line between two disc centres
 GAP_FACTOR = 1.6  # two discs this many times the usual distance apart: a level is in doubt
 
@@ -76,27 +78,39 @@ class LevelResult:
 def _components(mask: np.ndarray, min_voxels: int) -> list[np.ndarray]:
     labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    return [np.argwhere(labels == k) for k in range(1, count + 1) if sizes[k] >= min_voxels]
+    out = []
+    for k, box in enumerate(ndimage.find_objects(labels), start=1):  # each in its own box: no full-volume pass
+        if box is not None and sizes[k] >= min_voxels:
+            out.append(np.argwhere(labels[box] == k) + np.array([s.start for s in box]))
+    return out
 
 
-def _geodesic_grow(seeds: np.ndarray, allowed: np.ndarray, max_steps: int = 400) -> np.ndarray:
+def _geodesic_grow(seeds: np.ndarray, allowed: np.ndarray, spacing_zyx: tuple[float, ...],
+                   max_steps: int = 400) -> np.ndarray:
     """Grow integer seeds through ``allowed`` (6-connected); the first label to arrive wins.
 
-    Grown on every second voxel of the long axes first (8x fewer voxel visits), then
-    mapped back and finished at full resolution, so the cost stays a second or two.
+    Grown on a grid of about 2 mm first (far fewer voxel visits), then mapped back and
+    finished with a few full-resolution steps; pieces the coarse grid cut off (thin bone)
+    take the nearest label. The cost stays seconds.
     """
     if not allowed.any():
         return seeds.copy()
     box = ndimage.find_objects(allowed.astype(np.uint8))[0]  # work on the spine's bounding box only
     sub_seeds, sub_allowed = seeds[box], allowed[box]
-    step = tuple(2 if n > 100 else 1 for n in sub_allowed.shape)
+    step = tuple(max(1, int(round(2.0 / s))) if n > 40 else 1 for n, s in zip(sub_allowed.shape, spacing_zyx))
     coarse_view = tuple(slice(None, None, f) for f in step)
     coarse = _grow_box(sub_seeds[coarse_view], sub_allowed[coarse_view], max_steps)
     back = coarse[np.ix_(*[np.arange(n) // f for n, f in zip(sub_allowed.shape, step)])]
-    first = np.where(sub_allowed, back, 0).astype(seeds.dtype)
-    first[sub_seeds > 0] = sub_seeds[sub_seeds > 0]
+    labels_box = np.where(sub_allowed, back, 0).astype(seeds.dtype)
+    labels_box[sub_seeds > 0] = sub_seeds[sub_seeds > 0]
+    labels_box = _grow_box(labels_box, sub_allowed, max(step) + 2)  # the rims the coarse grid skipped
+    missed = sub_allowed & (labels_box == 0)
+    if missed.any() and (labels_box > 0).any():  # thin pieces the coarse grid cut off
+        nearest = ndimage.distance_transform_edt(labels_box == 0, sampling=spacing_zyx, return_distances=False,
+                                                 return_indices=True)
+        labels_box[missed] = labels_box[tuple(n[missed] for n in nearest)]
     labels = seeds.copy()
-    labels[box] = _grow_box(first, sub_allowed, max_steps)
+    labels[box] = labels_box
     return labels
 
 
@@ -127,6 +141,14 @@ def label_levels(semantic: sitk.Image) -> LevelResult:
         pts = voxel_points(semantic, idx)
         discs.append((pts.mean(axis=0), principal_normal(pts), idx))
     discs.sort(key=lambda d: -d[0][2])  # LPS z grows superiorly
+    if len(discs) >= 3:  # false-positive pieces: much smaller than a disc, or beside the spine
+        sizes = np.array([len(d[2]) for d in discs])
+        lr = np.array([d[0][0] for d in discs])
+        midline = float(np.median(lr[sizes >= np.median(sizes)]))
+        keep = (sizes >= MIN_DISC_SHARE * np.median(sizes)) & (np.abs(lr - midline) <= MAX_DISC_OFF_MIDLINE_MM)
+        if not keep.all():
+            warnings.append(f"{int((~keep).sum())} small or off-midline disc-labelled piece(s) got no level")
+        discs = [d for d, k in zip(discs, keep) if k]
     vert = arr == 2
     min_vert = int(np.ceil(MIN_VERTEBRA_ML / voxel_ml))
     if not vert.any() and not discs:
@@ -173,7 +195,7 @@ def label_levels(semantic: sitk.Image) -> LevelResult:
             radial = np.linalg.norm(vpts - below - t[:, None] * axis, axis=1)
             pick = (t > 0.2) & (t < 0.8) & (radial < SEED_RADIUS_MM)
             seeds[tuple(vidx[pick].T)] = k + 1
-        seg_labels = _geodesic_grow(seeds, vert)
+        seg_labels = _geodesic_grow(seeds, vert, tuple(float(v) for v in semantic.GetSpacing()[::-1]))
         # vertebra pieces no seed reached: the segment their centre lies in (count disc planes above)
         for c in _components(vert & (seg_labels == 0), 1):
             centre = voxel_points(semantic, c).mean(axis=0)
