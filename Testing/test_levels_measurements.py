@@ -38,7 +38,8 @@ def test_levels_right_on_phantoms(cases):
     for case in cases:
         result = label_levels(_semantic(case))
         assert result.anchor == "sacrum"
-        assert result.warnings == []
+        # a disc sliver at the edge of the view may be set aside (and counted); nothing else
+        assert [w for w in result.warnings if "got no level" not in w] == []
         truth = sitk.GetArrayFromImage(case.mask)
         voxel_ml = float(np.prod(case.mask.GetSpacing())) / 1000
         accuracy = level_accuracy(result.instances, truth, voxel_ml, min_ml=MIN_LEVEL_ML)
