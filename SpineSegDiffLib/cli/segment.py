@@ -26,6 +26,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-probabilities", type=Path, help="per-structure fused probabilities, 3 components")
     p.add_argument("--output-extras", type=Path, help="sample variance and mutual information: writes NAME_variance and NAME_mutual_information (3 components each)")
     p.add_argument("--output-summary", type=Path, help="JSON summary: volumes, mean uncertainty, timings, settings")
+    p.add_argument("--output-instances", type=Path, help="level labels (.nii.gz/.nii/.nrrd/.mha), SPIDER values: 1 = S1, 2 = L5 ... 6 = L1, 7 = T12, 100 + n vertebra cut by the field of view, 201 = L5/S1 disc ..., 100 = canal")
+    p.add_argument("--output-measurements", type=Path, help="per-level measurements (.csv or .json by extension): disc heights/volume/disc-to-CSF ratio, body heights/wedge/volume, canal AP diameter and area at each disc, slip; fused value plus mean, SD and 95%% interval over the samples; also added to the summary")
+    p.add_argument("--output-measurements-plot", type=Path, help="PNG: disc heights and canal area per level with their 95%% intervals")
     p.add_argument("--output-dir", type=Path, help="batch mode (IMAGE is a folder): one set of outputs per image here; finished cases are skipped")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where the network runs")
     p.add_argument("--batch-slices", type=int, default=None, help="slices per network batch (default: from free memory)")
@@ -42,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.image.is_dir():
             return _run_folder(args, progress)
-        if args.output_segmentation is None and args.output_uncertainty is None and args.output_summary is None:
+        if all(v is None for v in _outputs_from_args(args).values()):
             raise InputError("nothing to write: give --output-segmentation and/or --output-uncertainty "
-                             "(and optionally --output-summary)")
+                             "(and optionally --output-summary, --output-instances, --output-measurements)")
         summary = segment_file(args, args.image, _outputs_from_args(args), progress, 0.0, 1.0)
         progress.done(summary=str(args.output_summary) if args.output_summary else None)
         if args.progress != "json":
@@ -58,7 +61,8 @@ def _outputs_from_args(args) -> dict[str, Path | None]:
     return {"segmentation": args.output_segmentation, "uncertainty": args.output_uncertainty,
             "structure_uncertainty": args.output_structure_uncertainty,
             "probabilities": args.output_probabilities, "extras": args.output_extras,
-            "summary": args.output_summary}
+            "summary": args.output_summary, "instances": args.output_instances,
+            "measurements": args.output_measurements, "measurements_plot": args.output_measurements_plot}
 
 
 def _load_model(args):
@@ -80,6 +84,14 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
     out.check_output_paths(list(outputs.values()))
     if outputs["segmentation"] is not None:
         out.segmentation_format(outputs["segmentation"])
+    measuring = any(outputs.get(k) is not None for k in ("instances", "measurements", "measurements_plot"))
+    if measuring:
+        from SpineSegDiffLib.measure import files as measure_files
+
+        if outputs.get("measurements") is not None:
+            measure_files.measurements_format(outputs["measurements"])
+        if outputs.get("instances") is not None:
+            measure_files.check_instances_path(outputs["instances"])
     sub = SubProgress(progress, "load", start, end)
     sub(0.0, f"reading {image_path.name}")
     image = read_mri(image_path)
@@ -89,10 +101,18 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
                                fused_steps=args.fused_steps, seed=args.seed,
                                batch_slices=args.batch_slices,
                                extras=outputs.get("extras") is not None,
-                               cache=not args.no_cache)
+                               cache=not args.no_cache, sample_masks=measuring)
     result = segment_image(image, model, settings,
                            lambda stage, f, msg="", **kw: progress.update(stage, start + (end - start) * f, msg, **kw),
                            input_name=str(image_path))
+    if measuring:
+        from SpineSegDiffLib.measure.case import measure_case
+
+        progress.update("fuse", start + (end - start) * 0.95, "levels and measurements")
+        t_measure = time.perf_counter()
+        report, instances = measure_case(result.labelmap, image, result.sample_labelmaps)
+        result.summary["timings"]["measure_s"] = round(time.perf_counter() - t_measure, 3)
+        result.summary["levels_and_measurements"] = report
     t0 = time.perf_counter()
     progress.update("write", start + (end - start) * 0.97, "writing outputs")
     if outputs["segmentation"] is not None:
@@ -107,6 +127,12 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
         base = str(outputs["extras"])
         for name, images in result.extras.items():
             out.write_stack(images, _with_suffix(base, f"_{name}"))
+    if outputs.get("instances") is not None:
+        measure_files.write_instances(instances, outputs["instances"])
+    if outputs.get("measurements") is not None:
+        measure_files.write_measurements(report, outputs["measurements"])
+    if outputs.get("measurements_plot") is not None:
+        measure_files.plot_measurements(report, outputs["measurements_plot"])
     result.summary["timings"]["write_s"] = round(time.perf_counter() - t0, 3)
     result.summary["outputs"] = {k: str(v) for k, v in outputs.items() if v is not None}
     if outputs["summary"] is not None:
@@ -144,6 +170,7 @@ def _run_folder(args, progress) -> int:
         outputs = {"segmentation": args.output_dir / f"{case}.seg.nrrd",
                    "uncertainty": args.output_dir / f"{case}_uncertainty.nii.gz",
                    "structure_uncertainty": None, "probabilities": None, "extras": None,
+                   "instances": None, "measurements": None, "measurements_plot": None,
                    "summary": args.output_dir / f"{case}_summary.json"}
         if outputs["summary"].exists():  # written last, so the case is complete: resume after it
             progress.update("load", (i + 1) / len(images), f"{case}: already done, skipped")
@@ -173,3 +200,9 @@ def _print_summary(summary: dict) -> None:
         print(f"  {entry['name']:<22} {entry['volume_ml']:8.1f} ml   mean uncertainty {entry['mean_uncertainty']:.3f}")
     for note in summary.get("notes", []):
         print(f"  note: {note}")
+    levels = summary.get("levels_and_measurements")
+    if levels is not None:
+        names = ", ".join(lv["name"] + ("(partial)" if lv["partial"] else "") for lv in levels["levels"]) or "none"
+        print(f"  levels (anchored at: {levels['anchor']}): {names}")
+        for warning in levels["warnings"]:
+            print(f"  warning: {warning}")

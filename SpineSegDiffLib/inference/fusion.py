@@ -23,6 +23,7 @@ class GridPrediction:
     network_seconds: float = 0.0
     network_evaluations: int = 0
     samples_from_cache: int = 0
+    sample_levels: list[np.ndarray] | None = None  # each sample's (Ts, n, C, H, W) levels, for per-sample masks
 
 
 # slices fused at a time: bounds the int32/float32 temporaries of the statistics

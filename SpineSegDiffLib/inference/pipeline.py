@@ -42,6 +42,7 @@ class SegmentationResult:
     extras: dict[str, list[sitk.Image]] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     grid: ModelGrid | None = None
+    sample_labelmaps: list[sitk.Image] = field(default_factory=list)  # settings.sample_masks: one per sample
 
 
 def predict_on_grid(model: LoadedModel, slices: np.ndarray, settings: SegmentSettings,
@@ -66,6 +67,7 @@ def predict_on_grid(model: LoadedModel, slices: np.ndarray, settings: SegmentSet
     out.network_seconds = drawn.network_seconds
     out.network_evaluations = drawn.network_evaluations
     out.samples_from_cache = cached
+    out.sample_levels = samples
     return out
 
 
@@ -129,6 +131,12 @@ def segment_image(image: sitk.Image, model: LoadedModel, settings: SegmentSettin
         extras["mutual_information"] = [grid.to_input_geometry(pred.mutual_information[:, c],
                                                                interpolation="linear")
                                         for c in range(NUM_CLASSES)]
+    sample_labelmaps = []
+    if settings.sample_masks:
+        from SpineSegDiffLib.inference.sample_masks import sample_labelmaps as per_sample
+
+        sample_labelmaps = [grid.to_input_geometry(lm, "nearest") for lm in per_sample(
+            pred.sample_levels, fused, float(np.prod(spacing)), settings.min_component_mm3)]
     timings["postprocess_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0
     summary = {
@@ -149,4 +157,5 @@ def segment_image(image: sitk.Image, model: LoadedModel, settings: SegmentSettin
                   "folder": str(cache.folder) if cache is not None else None},
         "structures": structure_summary(image, masks, ent_arrays),
     }
-    return SegmentationResult(labelmap, masks, combined, ent_images, prob_images, extras, summary, grid)
+    return SegmentationResult(labelmap, masks, combined, ent_images, prob_images, extras, summary, grid,
+                              sample_labelmaps)

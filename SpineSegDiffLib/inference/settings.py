@@ -28,6 +28,7 @@ class SegmentSettings:
     batch_slices: int | None = None  # None: chosen from memory
     samples_per_call: int | None = None  # None: 1 on the CPU, from memory on a GPU (batch_plan)
     extras: bool = False  # also variance and mutual information
+    sample_masks: bool = False  # also one labelmap per sample (per-sample measurements)
     min_component_mm3: float = 30.0
     cache: bool = False  # reuse / keep drawn samples on disk (sample_cache.py)
     cache_dir: Path | None = None  # None: sample_cache.ensembles_dir()

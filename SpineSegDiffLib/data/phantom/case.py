@@ -13,6 +13,7 @@ from SpineSegDiffLib.data.phantom.anatomy import SUBSLICES, draw_anatomy
 from SpineSegDiffLib.data.phantom.contrast import CONTRASTS, SEQUENCES
 from SpineSegDiffLib.data.phantom.grid import smooth_noise
 from SpineSegDiffLib.data.phantom.rendering import render, to_image
+from SpineSegDiffLib.data.phantom.spine import _LEVELS
 
 
 @dataclass
@@ -71,5 +72,12 @@ def generate_case(seed: int, index: int, sequences: Sequence[str] = SEQUENCES) -
         "slice_thickness_mm": round(float(anatomy.thickness), 3),
         "acquisition": acquisition,
         "anatomy": anatomy.drawn,
+        # true dimensions (mm) for validating measurements: disc height along its axis at
+        # the centre (between the bodies' flat endplate boxes), body height and AP depth
+        "disc_height_mm": {d.value: round(d.height, 3) for d in discs if d.value in present},
+        "body_height_mm": {seg.value: round(seg.height, 3) for seg in anatomy.segments[:len(_LEVELS)]},
+        "body_depth_mm": {seg.value: round(seg.depth, 3) for seg in anatomy.segments[:len(_LEVELS)]},
+        # the bodies' endplates dip this far into the body at its centre (discs fill it; bones.py)
+        "endplate_concavity_mm": 0.8,
     }
     return PhantomCase(str(index + 1), images, mask, metadata)

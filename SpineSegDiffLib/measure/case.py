@@ -1,0 +1,75 @@
+"""Levels and measurements of one segmented case: the fused result and every sample."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import SimpleITK as sitk
+
+from SpineSegDiffLib.measure.intervals import INTERVAL_METHOD, measurement_rows
+from SpineSegDiffLib.measure.levels import NearestLevel, label_levels
+from SpineSegDiffLib.measure.measurements import MEASURES, measure_levels
+
+GEOMETRY_NOTE = ("measured on the input image's geometry (physical mm through its spacing and "
+                 "direction), on planes fixed to each disc / body")
+
+
+def measure_case(labelmap: sitk.Image, image: sitk.Image | None = None,
+                 sample_labelmaps: list[sitk.Image] | None = None,
+                 interval_scale: float = 1.0) -> tuple[dict, sitk.Image]:
+    """(measurements report, instance labelmap with SPIDER values) for a semantic labelmap
+    (1 canal, 2 vertebrae, 3 discs) and, for the spread, one labelmap per sample."""
+    t0 = time.perf_counter()
+    levels = label_levels(labelmap)
+    instances = sitk.GetImageFromArray(levels.instances)
+    instances.CopyInformation(labelmap)
+    t1 = time.perf_counter()
+    values = [lv.value for lv in levels.levels]
+    fused = measure_levels(levels.instances, labelmap, values, image)
+    spacing_zyx = tuple(float(s) for s in labelmap.GetSpacing()[::-1])
+    samples = []
+    nearest = NearestLevel(levels.instances, spacing_zyx) if sample_labelmaps else None
+    for sample in sample_labelmaps or []:
+        sample_instances = nearest(sitk.GetArrayViewFromImage(sample))
+        samples.append(measure_levels(sample_instances, labelmap, values, image))
+    rows = measurement_rows(fused, samples, interval_scale)
+    problems = list(levels.warnings)
+    if not levels.levels:
+        problems.append("nothing measured: no vertebra or disc found")
+    elif not any(lv.kind == "disc" for lv in levels.levels):
+        problems.append("no discs in view: disc heights, disc volumes, canal at disc level and slips "
+                        "cannot be measured")
+    report = {
+        "version": 1,
+        "geometry": GEOMETRY_NOTE,
+        "anchor": levels.anchor,
+        "warnings": problems,
+        "levels": [lv.__dict__ for lv in levels.levels],
+        "samples": len(samples),
+        "interval": INTERVAL_METHOD + (f", widened x{interval_scale:g}" if interval_scale != 1 else ""),
+        "units": {k: v[0] for k, v in MEASURES.items()},
+        "measurements": rows,
+        "not_measured": [{"level": r["level"], "measure": r["measure"], "why": r["note"]}
+                         for r in rows if r["fused"] is None],
+        "timings": {"levels_s": round(t1 - t0, 3), "measurements_s": round(time.perf_counter() - t1, 3)},
+    }
+    return report, instances
+
+
+def level_accuracy(instances: np.ndarray, truth: np.ndarray, voxel_ml: float,
+                   min_ml: float = 5.0) -> dict[int, bool]:
+    """Per true level (SPIDER value, vertebrae and discs) of at least ``min_ml``: is the value
+    most often given to its voxels the right one? Partial marks are ignored (103 counts as
+    3); slivers at the edge of the field of view (a spinous process tip) are not levels a
+    reader names, hence ``min_ml``."""
+    def base(v):
+        return np.where((v > 100) & (v < 200), v - 100, v)
+    out = {}
+    t, p = base(truth.astype(np.int32)), base(instances.astype(np.int32))
+    for value in np.unique(t):
+        if value == 0 or value == 100 or (t == value).sum() * voxel_ml < min_ml:
+            continue
+        got = p[(t == value) & (p > 0) & (p != 100)]
+        out[int(value)] = bool(got.size) and int(np.bincount(got).argmax()) == int(value)
+    return out

@@ -1,0 +1,86 @@
+"""Writing levels and measurements: instance labelmap, measurements CSV / JSON, a PNG per case."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from SpineSegDiffLib.core.atomic import atomic_path, write_text
+from SpineSegDiffLib.core.errors import InputError
+
+CSV_COLUMNS = ("level", "value", "measure", "unit", "fused", "mean", "sd", "low95", "high95",
+               "n_samples", "note")
+INSTANCE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+def measurements_format(path: str | Path) -> str:
+    """"csv" or "json" from the file name; anything else is a clear error before any work."""
+    name = str(path).lower()
+    for ext in ("csv", "json"):
+        if name.endswith("." + ext):
+            return ext
+    raise InputError(f"--output-measurements {path}: give a .csv or .json file name")
+
+
+def check_instances_path(path: str | Path) -> None:
+    if not str(path).lower().endswith(INSTANCE_EXTENSIONS):
+        raise InputError(f"--output-instances {path}: give a labelmap file ({', '.join(INSTANCE_EXTENSIONS)})")
+
+
+def write_measurements(report: dict, path: str | Path) -> None:
+    if measurements_format(path) == "json":
+        write_text(path, json.dumps(report, indent=2) + "\n")
+        return
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in report["measurements"]:
+        writer.writerow(["" if row.get(c) is None else row.get(c) for c in CSV_COLUMNS])
+    for warning in report["warnings"]:  # the table says what could not be done, and why
+        writer.writerow(["case", "", "warning", "", "", "", "", "", "", "", warning])
+    write_text(path, buf.getvalue())
+
+
+def write_instances(instances: sitk.Image, path: str | Path) -> None:
+    from SpineSegDiffLib.data.imageio import write_image
+
+    check_instances_path(path)
+    write_image(sitk.Cast(instances, sitk.sitkUInt16), path)
+
+
+def plot_measurements(report: dict, path: str | Path) -> None:
+    """Disc heights (middle) and canal area per level, fused value and 95 % interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, title in ((axes[0], "disc_height_middle_mm", "disc height, middle (mm)"),
+                           (axes[1], "canal_area_mm2", "canal area at the disc (mm²)")):
+        rows = [r for r in report["measurements"] if r["measure"] == key]
+        rows.sort(key=lambda r: -r["value"])  # top of the spine first
+        x = np.arange(len(rows))
+        fused = [np.nan if r["fused"] is None else r["fused"] for r in rows]
+        ax.plot(x, fused, "o", color="k", label="fused")
+        for i, r in enumerate(rows):
+            if r["low95"] is not None:
+                ax.plot([i, i], [r["low95"], r["high95"]], "-", color="tab:blue", lw=3, alpha=0.6)
+                ax.plot(i, r["mean"], "_", color="tab:blue", ms=12)
+            elif r["fused"] is None:
+                ax.annotate("n/a", (i, 0), ha="center")
+        ax.set_xticks(x, [r["level"] for r in rows], rotation=45)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(["fused", "samples: mean, 95 % interval"], loc="best", fontsize=8)
+    fig.suptitle(f"levels anchored at: {report['anchor']}" +
+                 (f" — {len(report['warnings'])} warning(s)" if report["warnings"] else ""), fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
