@@ -254,8 +254,8 @@ def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
             with atomic_path(path, verify=lambda tmp: verify_written(tmp, image.GetSize(), path)) as tmp:
                 sitk.WriteImage(image, str(tmp), useCompression=True)
     except RuntimeError as exc:
-        raise OutputError(f"cannot write {path} ({_sitk_reason(exc)}); check the folder, the free space "
-                          f"and that the format can hold this image") from None
+        raise InputError(f"cannot write {path} ({_sitk_reason(exc)}); check the folder, the free space "
+                         f"and that the format can hold this image") from None
     except OSError as exc:  # mkdtemp / rename of the .mhd pair on a full or read-only disk
         if isinstance(exc, OutputError):
             raise
