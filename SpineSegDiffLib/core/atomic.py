@@ -113,6 +113,8 @@ def atomic_path(path: str | os.PathLike, verify: Verifier | None = None) -> Iter
                 verify(tmp_path)
             _default_permissions(tmp_path, 0o666)
             os.replace(tmp_path, path)
+        except OutputError:
+            raise
         except OSError as exc:
             raise _output_error(path, exc) from None
     finally:
@@ -138,6 +140,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             yield tmp
             _default_permissions(tmp, 0o777)
             os.rename(tmp, path)
+        except OutputError:
+            raise
         except OSError as exc:
             raise _output_error(path, exc) from None
     finally:

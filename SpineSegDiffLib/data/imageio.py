@@ -254,6 +254,9 @@ def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
             with atomic_path(path, verify=lambda tmp: verify_written(tmp, image.GetSize(), path)) as tmp:
                 sitk.WriteImage(image, str(tmp), useCompression=True)
     except RuntimeError as exc:
+        if "No space left" in str(exc) or "quota" in str(exc).lower():
+            raise OutputError(f"cannot write {path}: no space left on the device; nothing was written "
+                              "under that name, free space or choose another folder and run again") from None
         raise InputError(f"cannot write {path} ({_sitk_reason(exc)}); check the folder, the free space "
                          f"and that the format can hold this image") from None
     except OSError as exc:  # mkdtemp / rename of the .mhd pair on a full or read-only disk
