@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from reliability_helpers import error_line, files_in, run_main, sha
@@ -21,6 +22,7 @@ def _dead_pid() -> int:
     return child.pid
 
 
+@pytest.mark.slow
 def test_output_dir_equal_to_input_folder_never_segments_its_outputs(cli, tmp_path, phantom_folder, tiny_model):
     folder = tmp_path / "batch"
     folder.mkdir()

@@ -79,6 +79,7 @@ def test_summary_and_segmentation_on_a_full_disk_leave_nothing(small_disk):
     assert files_in(folder) == {FILLER}
 
 
+@pytest.mark.slow
 def test_segment_on_a_full_disk_is_one_error_line_and_no_output(cli, small_disk, tmp_path, phantom_folder,
                                                               tiny_model):
     folder, fill = small_disk

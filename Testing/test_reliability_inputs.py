@@ -103,6 +103,7 @@ def test_non_orthonormal_direction_is_refused(tmp_path):
     assert "not orthonormal" in refused(scan, tmp_path)
 
 
+@pytest.mark.slow
 def test_extreme_anisotropy_warns_instead_of_a_silent_result(cli, tmp_path, tiny_model):
     scan = write_mri(tmp_path / "slab.nii.gz", size=(5, 64, 64), spacing=(0.1, 0.1, 50.0))
     before = sha(scan)
