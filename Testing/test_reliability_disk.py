@@ -92,3 +92,20 @@ def test_segment_on_a_full_disk_is_one_error_line_and_no_output(cli, small_disk,
     line = error_line(r)
     assert "unc.nii.gz" in line
     assert files_in(folder) == {FILLER} and sha(scan) == before
+
+
+def test_retraining_export_on_a_full_disk_adds_no_case(small_disk):
+    from SpineSegDiffLib.core.errors import SpineSegDiffError
+    from SpineSegDiffLib.data.dataset_format import add_case, create_dataset, read_dataset
+
+    folder, fill = small_disk
+    dataset = folder / "export"
+    create_dataset(dataset, "Reviewed")
+    fill(16384)
+    before = {p.relative_to(folder) for p in folder.rglob("*")}  # the small label fits, the image is cut short
+    image = _volume()
+    label = sitk.GetImageFromArray((np.random.default_rng(1).random((24, 64, 64)) * 4).astype(np.uint8))
+    with pytest.raises(SpineSegDiffError):
+        add_case(dataset, image, label, {"source": "scan.nii.gz"})
+    assert {p.relative_to(folder) for p in folder.rglob("*")} == before
+    assert read_dataset(dataset) == []
