@@ -16,9 +16,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="spinesegdiff-demo",
                    help="model .zip, or a model id from Resources/Models.json (default: the bundled demo model)")
     p.add_argument("--samples", type=int, default=None,
-                   help="ensemble size S: more samples, better uncertainty, longer run (default: the model's)")
-    p.add_argument("--steps", type=int, default=None, help="DDIM steps K per sample (default: the model's)")
-    p.add_argument("--fused-steps", type=int, default=None, help="how many of the last steps are fused (default: the model's)")
+                   help="ensemble size S, 1-64: more samples, better uncertainty, longer run (default: the model's)")
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps K per sample, 1-1000 (default: the model's)")
+    p.add_argument("--fused-steps", type=int, default=None, help="how many of the last steps are fused, 1-K (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the starting noise (same seed, same result)")
     p.add_argument("--output-segmentation", type=Path, help="segmentation file: .seg.nrrd (Slicer segmentation) or a labelmap .nii.gz/.nii/.nrrd/.mha (1 canal, 2 vertebrae, 3 discs)")
     p.add_argument("--output-uncertainty", type=Path, help="combined uncertainty map (float, 0 sure .. 1 unsure)")
@@ -26,9 +26,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-probabilities", type=Path, help="per-structure fused probabilities, 3 components")
     p.add_argument("--output-extras", type=Path, help="sample variance and mutual information: writes NAME_variance and NAME_mutual_information (3 components each)")
     p.add_argument("--output-summary", type=Path, help="JSON summary: volumes, mean uncertainty, timings, settings")
-    p.add_argument("--output-dir", type=Path, help="batch mode (IMAGE is a folder): one set of outputs per image here; finished cases are skipped")
+    p.add_argument("--output-dir", type=Path, help="batch mode (IMAGE is a folder): one set of outputs per image here (may be IMAGE itself: results and hidden temporary files are never read as inputs); finished cases are skipped")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where the network runs")
-    p.add_argument("--batch-slices", type=int, default=None, help="slices per network batch (default: from free memory)")
+    p.add_argument("--batch-slices", type=int, default=None, help="slices per network batch, 1-4096 (default: from free memory)")
     p.add_argument("--no-cache", action="store_true",
                    help="do not read or keep drawn samples in the per-user sample cache "
                         "(by default changing only --samples reuses the samples already drawn)")
