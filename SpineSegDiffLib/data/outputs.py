@@ -16,6 +16,7 @@ from SpineSegDiffLib.core.labels import STRUCTURES, TERMINOLOGY_CONTEXT
 from SpineSegDiffLib.data.imageio import (
     SUPPORTED_EXTENSIONS,
     image_extension,
+    verify_written,
     write_image,
 )
 
@@ -55,7 +56,9 @@ def write_seg_nrrd(labelmap: sitk.Image, path: str | Path) -> None:
         slicerio.add_segment(seg, voxels_ijk == s.value,
                              {"id": s.key, "name": s.name, "color": list(s.color),
                               "terminology": terminology(s)})
-    with atomic_path(path) as tmp:
+    # read back before the rename (complete data; the size is slicerio's business: it may
+    # store segments as layers)
+    with atomic_path(path, verify=lambda tmp: verify_written(tmp, (), path)) as tmp:
         slicerio.write_segmentation(str(tmp), seg)
 
 
