@@ -76,3 +76,15 @@ def test_two_inputs_writing_the_same_outputs_are_refused_before_any_work(tmp_pat
     out = tmp_path / "out"
     line = error_line(run_main("segment", folder, "--output-dir", out, "--progress", "none"))
     assert "would both write" in line and files_in(out) == set()
+
+
+def test_next_write_of_an_output_removes_its_dead_writers_leftover(tmp_path):
+    from SpineSegDiffLib.core.atomic import write_text
+
+    stale = tmp_path / f".summary.json.{_dead_pid()}.q1w2e3.part"
+    other = tmp_path / f".other.json.{_dead_pid()}.q1w2e3.part"
+    live = tmp_path / f".summary.json.{os.getppid()}.r4t5y6.part"
+    for p in (stale, other, live):
+        p.write_text("partial")
+    write_text(tmp_path / "summary.json", "{}\n")
+    assert files_in(tmp_path) == {"summary.json", other.name, live.name}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import re
 import shutil
@@ -65,15 +66,18 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_parts(folder: str | os.PathLike) -> list[Path]:
-    """Remove temporary files and folders of writers that no longer run; return them."""
+def remove_stale_parts(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Remove temporary files and folders of writers that no longer run (only those
+    meant to become ``name`` if given); return them."""
     removed = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
-    for entry in folder.iterdir():
+    entries = folder.glob(f".{glob.escape(name)}.*.part*") if name else folder.iterdir()
+    for entry in entries:
         match = _PART.match(entry.name)
-        if not match or int(match["pid"]) == os.getpid() or _process_alive(int(match["pid"])):
+        if not match or (name and match["name"] != name) or int(match["pid"]) == os.getpid() \
+                or _process_alive(int(match["pid"])):
             continue
         try:
             if entry.is_dir() and not entry.is_symlink():
@@ -97,6 +101,7 @@ def atomic_path(path: str | os.PathLike, verify: Verifier | None = None) -> Iter
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_parts(path.parent, path.name)  # what a killed earlier write left
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.",
                                    suffix=".part" + _split_suffix(path), dir=path.parent)
         os.close(fd)
