@@ -74,8 +74,26 @@ def _nifti_header(path: Path) -> tuple[np.dtype, int, int]:
     return dtype, n, max(vox_offset, 348)
 
 
-def check_nifti(path: Path) -> None:
-    """Raise ``Incomplete`` unless all voxels are present; InputError on non-finite floats."""
+def _gzip_size_matches(path: Path, start: int, expected_end: int) -> bool:
+    """Whether the gzip member's trailer (ISIZE: uncompressed size mod 2^32) says it holds
+    exactly ``expected_end`` bytes. O(1): a cut file ends in data, not in this trailer
+    (chance of a false match 2^-32); a mismatch (multi-member files too) falls back to
+    reading the whole stream."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() - start < 18:  # gzip header + trailer
+                return False
+            f.seek(-4, os.SEEK_END)
+            (isize,) = struct.unpack("<I", f.read(4))
+    except OSError:
+        return False
+    return isize == expected_end % (1 << 32)
+
+
+def check_nifti(path: Path, values: bool = True) -> None:
+    """Raise ``Incomplete`` unless all voxels are present; with ``values``, InputError on
+    stored NaN/Inf (ITK would read them as 0), which needs the whole stream."""
     try:
         dtype, n_voxels, offset = _nifti_header(path)
     except Incomplete as exc:
@@ -83,8 +101,17 @@ def check_nifti(path: Path) -> None:
             return
         raise
     expected = n_voxels * dtype.itemsize
+    floating = values and dtype.kind in "fc"
+    if not floating:  # sizes only: no need to read the voxels
+        if not path.name.lower().endswith(".gz"):
+            got = path.stat().st_size - offset
+            if got < expected:
+                raise Incomplete(f"holds {max(0, got):,} bytes of voxel data, its header promises "
+                                 f"{expected:,} ({_describe_short(max(0, got), expected)})")
+            return
+        if _gzip_size_matches(path, 0, offset + expected):
+            return
     got, non_finite, carry = 0, 0, b""
-    floating = dtype.kind in "fc"
     for chunk in _stream(path, offset):
         got += len(chunk)
         if floating:  # ITK turns NaN/Inf into 0 silently: look at the stored values
@@ -139,6 +166,8 @@ def _text_header(path: Path, end_marker: bytes) -> tuple[dict[str, str], int]:
 
 
 def _check_data(path: Path, offset: int, compressed: bool, expected: int) -> None:
+    if compressed and _gzip_size_matches(path, offset, expected):
+        return  # a gzip stream (NRRD gzip encoding) whose trailer gives the full size
     if not compressed:
         got = path.stat().st_size - offset
     else:
@@ -180,16 +209,18 @@ def check_metaimage(path: Path, voxel_bytes: int) -> None:
     _check_data(target, 0, compressed, voxel_bytes)
 
 
-def check_complete(path: str | os.PathLike, voxel_bytes: int) -> None:
+def check_complete(path: str | os.PathLike, voxel_bytes: int, values: bool = True) -> None:
     """Raise ``Incomplete`` if ``path`` holds fewer voxel bytes than its header promises.
 
     ``voxel_bytes``: the uncompressed data size the header describes (from ITK's reading
-    of it); NIfTI is read from its own header (ITK reports scaled types).
+    of it); NIfTI is read from its own header (ITK reports scaled types). ``values``:
+    also refuse NaN/Inf stored in a float NIfTI (inputs; a just-written file needs only
+    its size checked).
     """
     path = Path(path)
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
-        check_nifti(path)
+        check_nifti(path, values)
     elif name.endswith(".nrrd"):
         check_nrrd(path, voxel_bytes)
     elif name.endswith((".mha", ".mhd")):
