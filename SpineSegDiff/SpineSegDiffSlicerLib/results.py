@@ -76,9 +76,29 @@ def _structure_for_segment(segment_id: str, segment) -> int | None:
     return segment.GetLabelValue() if segment.GetLabelValue() in BY_VALUE else None
 
 
+def _check_whole(path: Path, what: str) -> None:
+    """Refuse a file that holds less than its header promises: Slicer's and ITK's readers
+    fill the missing voxels with zeros and would show a cut result as a whole one."""
+    from SpineSegDiffLib.data.image_integrity import Incomplete, check_complete
+    from SpineSegDiffLib.data.imageio import header_voxel_bytes
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+        check_complete(path, header_voxel_bytes(reader))
+    except RuntimeError:
+        raise InputError(f"{path}: could not be read as a {what} (corrupt?): "
+                         "re-run the segmentation") from None
+    except Incomplete as exc:
+        raise InputError(f"{path}: the {what} file is incomplete ({exc}): "
+                         "re-run the segmentation") from None
+
+
 def _readable_by_itk(path: Path) -> None:
     # Slicer's segmentation reader lets ITK exceptions escape, which aborts the whole
     # process (Slicer included): let SimpleITK, which raises cleanly, read it first
+    _check_whole(path, "Slicer segmentation")
     try:
         sitk.ReadImage(str(path))
     except RuntimeError:
@@ -112,6 +132,7 @@ def _read_seg_nrrd(path: Path, segmentations_logic, volume_node) -> np.ndarray:
 
 
 def _read_labelmap(path: Path, volume_node) -> np.ndarray:
+    _check_whole(path, "segmentation")
     labels = _voxels_on_volume_grid(volumes.read_volume_node(path, labelmap=True), path, volume_node)
     unknown = sorted(set(np.unique(labels).tolist()) - {0, *BY_VALUE})
     if unknown:
@@ -133,6 +154,8 @@ def read_labels(path, segmentations_logic, volume_node) -> np.ndarray:
 def read_uncertainty(path, volume_node) -> slicer.vtkMRMLScalarVolumeNode:
     """The uncertainty map as a volume node outside any scene, checked against the input grid."""
     path = Path(path)
+    if path.is_file():
+        _check_whole(path, "uncertainty map")
     values = _voxels_on_volume_grid(volumes.read_volume_node(path), path, volume_node)
     if not np.isfinite(values).all():
         raise InputError(f"{path}: the uncertainty map holds NaN or infinite values: re-run the segmentation")

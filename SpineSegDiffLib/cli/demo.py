@@ -52,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(resolve_model(args.model), args.device)
     print(f"model {model.identity['id']} {model.identity['version']} on {model.device} "
           f"(loaded in {time.perf_counter() - t_load:.1f} s)")
-    settings = SegmentSettings(samples=args.samples, steps=args.steps or model.default("steps", 10))
+    settings = SegmentSettings(samples=args.samples,
+                               steps=model.default("steps", 10) if args.steps is None else args.steps)
+    settings.validate()
 
     cases = []
     phantom = generate_case(seed=DEMO_PHANTOM_SEED, index=0, sequences=("t2",))

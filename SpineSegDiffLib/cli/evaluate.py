@@ -39,8 +39,10 @@ def run(args: argparse.Namespace) -> int:
     from SpineSegDiffLib.training.data import iter_labelled_cases
 
     model = load_model(resolve_model(args.model), args.device)
-    settings = SegmentSettings(samples=args.samples or model.default("samples", 5),
-                               steps=args.steps or model.default("steps", 10))
+    # None means "the model's"; 0 is a value (refused by validate), never the default
+    settings = SegmentSettings(samples=model.default("samples", 5) if args.samples is None else args.samples,
+                               steps=model.default("steps", 10) if args.steps is None else args.steps)
+    settings.validate()
     wanted = set(args.cases.split(",")) if args.cases else None
     sequences = tuple(args.sequences.split(",")) if args.sequences else None
     args.out.mkdir(parents=True, exist_ok=True)

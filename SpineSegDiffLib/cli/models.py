@@ -18,8 +18,14 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "add":
         if args.path is None:
             raise InputError("models add needs the path of a model .zip")
+        from SpineSegDiffLib.model.registry import load_registry
+
         entry = add_user_model(args.path)
         print(f"added {entry.id} {entry.version} ({entry.title})")
+        bundled = [e for e in load_registry() if e.id == entry.id and e.version != entry.version]
+        if bundled:
+            print(f"note: '{entry.id}' now means this version {entry.version}, not the bundled "
+                  f"{bundled[-1].version}")
         return 0
     for entry in all_models():
         print(f"{entry.id:<28} {entry.version:<10} {entry.title}")

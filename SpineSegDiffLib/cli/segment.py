@@ -16,9 +16,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="spinesegdiff-demo",
                    help="model .zip, or a model id from Resources/Models.json (default: the bundled demo model)")
     p.add_argument("--samples", type=int, default=None,
-                   help="ensemble size S: more samples, better uncertainty, longer run (default: the model's)")
-    p.add_argument("--steps", type=int, default=None, help="DDIM steps K per sample (default: the model's)")
-    p.add_argument("--fused-steps", type=int, default=None, help="how many of the last steps are fused (default: the model's)")
+                   help="ensemble size S, 1-64: more samples, better uncertainty, longer run (default: the model's)")
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps K per sample, 1-1000 (default: the model's)")
+    p.add_argument("--fused-steps", type=int, default=None, help="how many of the last steps are fused, 1-K (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the starting noise (same seed, same result)")
     p.add_argument("--output-segmentation", type=Path, help="segmentation file: .seg.nrrd (Slicer segmentation) or a labelmap .nii.gz/.nii/.nrrd/.mha (1 canal, 2 vertebrae, 3 discs)")
     p.add_argument("--output-uncertainty", type=Path, help="combined uncertainty map (float, 0 sure .. 1 unsure)")
@@ -29,9 +29,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-instances", type=Path, help="level labels (.nii.gz/.nii/.nrrd/.mha), SPIDER values: 1 = S1, 2 = L5 ... 6 = L1, 7 = T12, 100 + n vertebra cut by the field of view, 201 = L5/S1 disc ..., 100 = canal")
     p.add_argument("--output-measurements", type=Path, help="per-level measurements (.csv or .json by extension): disc heights/volume/disc-to-CSF ratio, body heights/wedge/volume, canal AP diameter and area at each disc, slip; fused value plus mean, SD and 95%% interval over the samples; also added to the summary")
     p.add_argument("--output-measurements-plot", type=Path, help="PNG: disc heights and canal area per level with their 95%% intervals")
-    p.add_argument("--output-dir", type=Path, help="batch mode (IMAGE is a folder): one set of outputs per image here; finished cases are skipped")
+    p.add_argument("--output-dir", type=Path, help="batch mode (IMAGE is a folder): one set of outputs per image here (may be IMAGE itself: results and hidden temporary files are never read as inputs); finished cases are skipped")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where the network runs")
-    p.add_argument("--batch-slices", type=int, default=None, help="slices per network batch (default: from free memory)")
+    p.add_argument("--batch-slices", type=int, default=None, help="slices per network batch, 1-4096 (default: from free memory)")
     p.add_argument("--no-cache", action="store_true",
                    help="do not read or keep drawn samples in the per-user sample cache "
                         "(by default changing only --samples reuses the samples already drawn)")
@@ -41,6 +41,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from SpineSegDiffLib.core.progress import make_progress
 
+    _check_options(args)  # before anything is read, loaded or written
     progress = make_progress(args.progress)
     try:
         if args.image.is_dir():
@@ -55,6 +56,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         progress.close()
+
+
+def _check_options(args) -> None:
+    """Ranges of the numeric options, checked as given (None = the model's default, later)."""
+    from SpineSegDiffLib.inference.settings import MAX_STEPS, SegmentSettings
+
+    SegmentSettings(samples=1 if args.samples is None else args.samples,
+                    steps=(args.steps if args.steps is not None
+                           else max(MAX_STEPS, args.fused_steps or 0)),
+                    fused_steps=args.fused_steps, seed=args.seed,
+                    batch_slices=args.batch_slices).validate()
 
 
 def _outputs_from_args(args) -> dict[str, Path | None]:
@@ -77,13 +89,14 @@ def _load_model(args):
 def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progress, start: float, end: float) -> dict:
     from SpineSegDiffLib.core.progress import SubProgress
     from SpineSegDiffLib.data import outputs as out
-    from SpineSegDiffLib.data.imageio import read_mri
+    import SimpleITK as sitk
+
+    from SpineSegDiffLib.core.log import warn
+    from SpineSegDiffLib.data.imageio import grid_warnings, read_mri
     from SpineSegDiffLib.inference.pipeline import segment_image
     from SpineSegDiffLib.inference.settings import SegmentSettings
 
-    out.check_output_paths(list(outputs.values()))
-    if outputs["segmentation"] is not None:
-        out.segmentation_format(outputs["segmentation"])
+    out.check_output_paths(outputs, [image_path])
     measuring = any(outputs.get(k) is not None for k in ("instances", "measurements", "measurements_plot"))
     if measuring:
         from SpineSegDiffLib.measure import files as measure_files
@@ -96,8 +109,8 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
     sub(0.0, f"reading {image_path.name}")
     image = read_mri(image_path)
     model = _load_model(args)
-    settings = SegmentSettings(samples=args.samples or model.default("samples", 5),
-                               steps=args.steps or model.default("steps", 10),
+    settings = SegmentSettings(samples=model.default("samples", 5) if args.samples is None else args.samples,
+                               steps=model.default("steps", 10) if args.steps is None else args.steps,
                                fused_steps=args.fused_steps, seed=args.seed,
                                batch_slices=args.batch_slices,
                                extras=outputs.get("extras") is not None,
@@ -105,6 +118,13 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
     result = segment_image(image, model, settings,
                            lambda stage, f, msg="", **kw: progress.update(stage, start + (end - start) * f, msg, **kw),
                            input_name=str(image_path))
+    notes = grid_warnings(image, image_path)
+    if not sitk.GetArrayViewFromImage(result.labelmap).any():
+        notes.append(f"{image_path}: no structure was found (empty segmentation); check that the image is "
+                     "a lumbar spine MRI with a plausible header (spacing, orientation)")
+    for note in notes:
+        warn(note)
+        result.summary.setdefault("notes", []).append(note)
     if measuring:
         from SpineSegDiffLib.measure.case import measure_case
 
@@ -124,9 +144,9 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
     if outputs.get("probabilities") is not None:
         out.write_stack(result.probabilities, outputs["probabilities"])
     if outputs.get("extras") is not None:
-        base = str(outputs["extras"])
+        paths = out.extras_paths(outputs["extras"])
         for name, images in result.extras.items():
-            out.write_stack(images, _with_suffix(base, f"_{name}"))
+            out.write_stack(images, paths[name])
     if outputs.get("instances") is not None:
         measure_files.write_instances(instances, outputs["instances"])
     if outputs.get("measurements") is not None:
@@ -140,13 +160,6 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
     return result.summary
 
 
-def _with_suffix(base: str, suffix: str) -> Path:
-    for ext in (".nii.gz", ".nii", ".nrrd", ".mha"):
-        if base.endswith(ext):
-            return Path(base[: -len(ext)] + suffix + ext)
-    return Path(base + suffix + ".nii.gz")
-
-
 def _case_name(path: Path) -> str:
     name = path.name
     for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
@@ -155,23 +168,61 @@ def _case_name(path: Path) -> str:
     return path.stem
 
 
+def _batch_outputs(output_dir: Path, path: Path) -> dict[str, Path | None]:
+    case = _case_name(path)
+    return {"segmentation": output_dir / f"{case}.seg.nrrd",
+            "uncertainty": output_dir / f"{case}_uncertainty.nii.gz",
+            "structure_uncertainty": None, "probabilities": None, "extras": None,
+            "instances": None, "measurements": None, "measurements_plot": None,
+            "summary": output_dir / f"{case}_summary.json"}
+
+
+def batch_inputs(folder: Path, output_dir: Path) -> list[Path]:
+    """The images of a batch: never a hidden file (temporary '.part' files of a write in
+    progress or of a killed run), never a segmentation, never a file this batch writes
+    (the output folder may be the input folder)."""
+    from SpineSegDiffLib.data.imageio import SUPPORTED_EXTENSIONS
+
+    candidates = sorted(p for p in folder.iterdir()
+                        if not p.name.startswith(".") and p.is_file()
+                        and not p.name.lower().endswith(".seg.nrrd")
+                        and any(p.name.lower().endswith(e) for e in SUPPORTED_EXTENSIONS))
+    written = {o.resolve() for p in candidates for o in _batch_outputs(output_dir, p).values()
+               if o is not None}
+    return [p for p in candidates if p.resolve() not in written]
+
+
 def _run_folder(args, progress) -> int:
+    from SpineSegDiffLib.core.atomic import remove_stale_parts
     from SpineSegDiffLib.data.imageio import SUPPORTED_EXTENSIONS
 
     if args.output_dir is None:
         raise InputError(f"{args.image} is a folder: give --output-dir for batch segmentation")
-    images = sorted(p for p in args.image.iterdir()
-                    if p.is_file() and any(p.name.lower().endswith(e) for e in SUPPORTED_EXTENSIONS))
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        raise InputError(f"--output-dir {args.output_dir} is a file; give a folder")
+    images = batch_inputs(args.image, args.output_dir)
     if not images:
         raise InputError(f"{args.image}: no images found (looked for {', '.join(SUPPORTED_EXTENSIONS)})")
+    if args.output_dir.is_dir():
+        removed = remove_stale_parts(args.output_dir)  # leftovers of a killed run
+        if removed:
+            print(f"removed {len(removed)} unfinished file(s) of an interrupted run from "
+                  f"{args.output_dir}", file=sys.stderr)
+    # every case's outputs checked before the first case runs (collisions, folder, types)
+    all_outputs = [_batch_outputs(args.output_dir, p) for p in images]
+    from SpineSegDiffLib.data.outputs import check_output_paths
+
+    writers: dict[Path, Path] = {}
+    for path, outputs in zip(images, all_outputs):
+        check_output_paths(outputs, images)
+        for output in filter(None, outputs.values()):
+            other = writers.setdefault(output.resolve(), path)
+            if other != path:
+                raise InputError(f"{other.name} and {path.name} would both write {output}; "
+                                 "rename one of them or segment them separately")
     failed = []
-    for i, path in enumerate(images):
+    for i, (path, outputs) in enumerate(zip(images, all_outputs)):
         case = _case_name(path)
-        outputs = {"segmentation": args.output_dir / f"{case}.seg.nrrd",
-                   "uncertainty": args.output_dir / f"{case}_uncertainty.nii.gz",
-                   "structure_uncertainty": None, "probabilities": None, "extras": None,
-                   "instances": None, "measurements": None, "measurements_plot": None,
-                   "summary": args.output_dir / f"{case}_summary.json"}
         if outputs["summary"].exists():  # written last, so the case is complete: resume after it
             progress.update("load", (i + 1) / len(images), f"{case}: already done, skipped")
             continue

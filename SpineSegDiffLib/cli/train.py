@@ -44,19 +44,17 @@ def run(args: argparse.Namespace) -> int:
     from SpineSegDiffLib.core.errors import InputError
     from SpineSegDiffLib.core.progress import make_progress
     from SpineSegDiffLib.training.data import data_summary, load_folder
-    from SpineSegDiffLib.training.config import TrainConfig
+    from SpineSegDiffLib.training.config import TrainConfig, config_from_values
     from SpineSegDiffLib.training.loop import train
 
     values = {}
     if args.config is not None:
         try:
-            values.update(json.loads(args.config.read_text()))
+            values = json.loads(args.config.read_text())
         except (OSError, ValueError) as exc:
             raise InputError(f"{args.config}: cannot read the training config ({exc})") from None
+        config_from_values(values, str(args.config))  # its own errors name the file
     names = {f.name for f in fields(TrainConfig)}
-    unknown = set(values) - names
-    if unknown:
-        raise InputError(f"{args.config}: unknown options {', '.join(sorted(unknown))}")
     for name in names:
         v = getattr(args, name, None)
         if v is not None:
@@ -65,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if args.init is not None:
         init_state, init_name, inherited = _init_model(args.init)
         values = {**inherited, **values}  # what the user gave wins
-    cfg = TrainConfig(**values)
+    cfg = config_from_values(values)
     spec = cfg.grid_spec()
     sequences = tuple(args.sequences.split(",")) if args.sequences else None
     cases = []

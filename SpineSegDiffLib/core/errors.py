@@ -16,3 +16,13 @@ class InputError(SpineSegDiffError):
 
 class ModelError(SpineSegDiffError):
     """A model file is missing, corrupt, of another version, or does not fit."""
+
+
+class OutputError(SpineSegDiffError, OSError):
+    """An output could not be written completely (disk full, read-only, permissions).
+
+    Also an OSError, so code that tolerates a failed optional write (the sample cache)
+    keeps doing so."""
+
+    def __str__(self) -> str:  # OSError's own str() would show its (errno, strerror) form
+        return str(self.args[0]) if self.args else ""

@@ -29,6 +29,7 @@ import SimpleITK as sitk
 from SpineSegDiffLib.core.atomic import atomic_path, write_text
 from SpineSegDiffLib.core.errors import InputError
 from SpineSegDiffLib.core.labels import BY_KEY, STRUCTURES
+from SpineSegDiffLib.data.imageio import verify_written
 
 DATASET_FORMAT_VERSION = 1
 DATASET_JSON = "dataset.json"
@@ -126,6 +127,10 @@ def add_case(folder: str | os.PathLike, image: sitk.Image, label: sitk.Image,
         with atomic_path(image_path) as tmp_image, atomic_path(label_path) as tmp_label:
             sitk.WriteImage(image, str(tmp_image), True)
             sitk.WriteImage(clean_label, str(tmp_label), True)
+            # ITK's gzip writer does not report a short write (full disk): read both back
+            # before either gets its final name
+            verify_written(tmp_image, image.GetSize(), image_path)
+            verify_written(tmp_label, clean_label.GetSize(), label_path)
         try:
             cases[case_id] = record
             data["numTraining"] = len(_case_ids_on_disk(folder))

@@ -19,7 +19,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from SpineSegDiffLib.core.atomic import atomic_path
-from SpineSegDiffLib.core.errors import InputError
+from SpineSegDiffLib.core.errors import InputError, OutputError
+from SpineSegDiffLib.data.image_integrity import (
+    ORTHOGONALITY_TOLERANCE,
+    Incomplete,
+    check_complete,
+    nifti_shear_degrees,
+)
 
 SUPPORTED_EXTENSIONS = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd")
 
@@ -75,6 +81,14 @@ def read_image(path: str | os.PathLike, *, what: str = "image") -> sitk.Image:
     if not path.is_file():
         raise InputError(f"{what} {path} is a folder, not an image file; give the image file itself")
     ext = image_extension(path)
+    try:  # before ITK reads the header: it would only warn and replace the grid
+        shear = nifti_shear_degrees(path)
+    except (Incomplete, OSError):
+        shear = None  # a damaged file: the checks below name the problem
+    if shear is not None:
+        raise InputError(f"{what} {path} has a sheared voxel grid (its sform's axes are {shear:.2g} degrees "
+                         "off perpendicular); ITK would silently replace it by another grid, so results "
+                         "would not lie on the image: resample it onto a non-sheared grid first")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -92,11 +106,42 @@ def read_image(path: str | os.PathLike, *, what: str = "image") -> sitk.Image:
     if reader.GetNumberOfComponents() > 1:
         raise InputError(f"{what} {path} has {reader.GetNumberOfComponents()} components per voxel "
                          f"(colour or vector image); SpineSegDiff needs a single-channel volume")
+    try:  # before ITK allocates: it would fill missing voxels with zeros without a word
+        check_complete(path, header_voxel_bytes(reader))
+    except Incomplete as exc:
+        raise InputError(f"{what} {path} is incomplete: {exc}; re-export or copy the file again") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {path} ({exc.strerror or exc}); check the file") from None
     try:
         return reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"cannot read {what} {path} ({_sitk_reason(exc)}); the file may be truncated, "
                          f"its header invalid or its data file missing: re-export it") from None
+
+
+def header_voxel_bytes(reader: sitk.ImageFileReader) -> int:
+    """Uncompressed voxel bytes the header read by ``reader`` describes."""
+    probe = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID())
+    item = sitk.GetArrayViewFromImage(probe).dtype.itemsize
+    n_voxels = int(np.prod(reader.GetSize(), dtype=np.float64))
+    return n_voxels * item * max(1, reader.GetNumberOfComponents())
+
+
+def verify_written(path: str | os.PathLike, size: tuple[int, ...], final: str | os.PathLike) -> None:
+    """Read a just-written file back: its header must parse, describe ``size`` voxels and
+    the file must hold all the data (a full disk can cut ITK's gzip writer short silently)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+        found = tuple(reader.GetSize())
+        if found[: len(size)] != tuple(size):
+            raise Incomplete(f"its header describes {found} voxels instead of {tuple(size)}")
+        check_complete(path, header_voxel_bytes(reader), values=False)
+    except (RuntimeError, Incomplete, InputError) as exc:
+        reason = _sitk_reason(exc) if isinstance(exc, RuntimeError) else str(exc)
+        raise OutputError(f"cannot write {final}: the written file is incomplete ({reason}); "
+                          "it was removed: free disk space and run again") from None
 
 
 def validate_mri(image: sitk.Image, path: str | os.PathLike) -> None:
@@ -122,6 +167,12 @@ def validate_mri(image: sitk.Image, path: str | os.PathLike) -> None:
     direction = np.asarray(image.GetDirection()).reshape(3, 3)
     if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-3:
         raise InputError(f"{path} has an invalid (singular) direction matrix; fix the file's header")
+    off = float(np.max(np.abs(direction.T @ direction - np.eye(3))))
+    if off > ORTHOGONALITY_TOLERANCE:
+        # results go back onto the input's exact grid; a sheared or scaled direction
+        # cannot be reproduced by the reorientation, so the output would move
+        raise InputError(f"{path} has a direction matrix that is not orthonormal (sheared or scaled "
+                         f"axes, off by up to {off:.2g}); resample it onto an orthogonal grid first")
     voxels = sitk.GetArrayViewFromImage(image)
     if np.issubdtype(voxels.dtype, np.floating):
         n_nan = int(np.count_nonzero(np.isnan(voxels)))
@@ -132,6 +183,23 @@ def validate_mri(image: sitk.Image, path: str | os.PathLike) -> None:
     low, high = voxels.min(), voxels.max()
     if low == high:
         raise InputError(f"{path} is constant (all voxels = {float(low):g}): not an MRI")
+
+
+# Voxels this many times longer along one axis than another: a slab of a few thick
+# slices or a mis-scaled header, not a lumbar MRI the model can read.
+MAX_ANISOTROPY = 20.0
+
+
+def grid_warnings(image: sitk.Image, path: str | os.PathLike) -> list[str]:
+    """Warnings about a grid the model is unlikely to read well (never a refusal)."""
+    spacing = np.asarray(image.GetSpacing(), float)
+    ratio = float(spacing.max() / spacing.min())
+    notes = []
+    if ratio > MAX_ANISOTROPY:
+        notes.append(f"{path}: voxels of {_fmt(spacing)} mm are {ratio:.0f} times longer along one axis "
+                     f"than another (more than {MAX_ANISOTROPY:g}); the model reads ~2 mm slices, so "
+                     "the result may be empty or wrong: check the header's spacing or resample the image")
+    return notes
 
 
 def read_mri(path: str | os.PathLike) -> sitk.Image:
@@ -183,11 +251,19 @@ def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
         if ext == ".mhd":
             _write_header_and_data(image, path)
         else:
-            with atomic_path(path) as tmp:
+            with atomic_path(path, verify=lambda tmp: verify_written(tmp, image.GetSize(), path)) as tmp:
                 sitk.WriteImage(image, str(tmp), useCompression=True)
     except RuntimeError as exc:
+        if "No space left" in str(exc) or "quota" in str(exc).lower():
+            raise OutputError(f"cannot write {path}: no space left on the device; nothing was written "
+                              "under that name, free space or choose another folder and run again") from None
         raise InputError(f"cannot write {path} ({_sitk_reason(exc)}); check the folder, the free space "
                          f"and that the format can hold this image") from None
+    except OSError as exc:  # mkdtemp / rename of the .mhd pair on a full or read-only disk
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(f"cannot write {path} ({exc.strerror or exc}); free space or choose "
+                          "another folder and run again") from None
 
 
 def _write_header_and_data(image: sitk.Image, path: Path) -> None:
@@ -198,6 +274,7 @@ def _write_header_and_data(image: sitk.Image, path: Path) -> None:
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
         sitk.WriteImage(image, str(tmp_dir / path.name), useCompression=True)
+        verify_written(tmp_dir / path.name, image.GetSize(), path)
         for written in sorted(tmp_dir.iterdir(), key=lambda p: p.name == path.name):
             os.replace(written, path.parent / written.name)
     finally:

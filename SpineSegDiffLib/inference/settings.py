@@ -19,6 +19,12 @@ MAX_SAMPLES = 64
 MAX_STEPS = 1000
 
 
+MAX_BATCH_SLICES = 4096  # far above any volume's slice count; a larger value is a typo
+
+
+MAX_SEED = 2 ** 32 - 1  # numpy's and torch's seeds agree on this range
+
+
 @dataclass
 class SegmentSettings:
     samples: int = 5
@@ -38,5 +44,11 @@ class SegmentSettings:
             raise InputError(f"--samples must be between 1 and {MAX_SAMPLES}, got {self.samples}")
         if not 1 <= self.steps <= MAX_STEPS:
             raise InputError(f"--steps must be between 1 and {MAX_STEPS}, got {self.steps}")
-        if self.fused_steps is not None and not 1 <= self.fused_steps:
-            raise InputError(f"--fused-steps must be at least 1, got {self.fused_steps}")
+        if self.fused_steps is not None and not 1 <= self.fused_steps <= self.steps:
+            raise InputError(f"--fused-steps must be between 1 and --steps ({self.steps}), "
+                             f"got {self.fused_steps}")
+        if self.batch_slices is not None and not 1 <= self.batch_slices <= MAX_BATCH_SLICES:
+            raise InputError(f"--batch-slices must be between 1 and {MAX_BATCH_SLICES}, "
+                             f"got {self.batch_slices}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed}")

@@ -39,7 +39,8 @@ REQUIRED_KEYS: dict[str, type] = {
 }
 
 
-OPTIONAL_KEYS: dict[str, type] = {"training": dict, "metrics": dict}
+OPTIONAL_KEYS: dict[str, type] = {"training": dict, "metrics": dict,
+                                   "weights_sha256": str}  # absent in files saved before it existed
 GRID_KEYS = ("spacing_mm", "size", "min_slice_spacing_mm")
 INFERENCE_KEYS = ("samples", "steps")
 
@@ -115,6 +116,18 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     with _open_zip(path) as zf:
         return _read_metadata(zf, path)
+
+
+def read_checked_weights(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
+    """``model.json`` and the weights bytes, verified (checksum when recorded, all finite)."""
+    from SpineSegDiffLib.model.weights_check import check_weights
+
+    path = Path(path)
+    with _open_zip(path) as zf:
+        metadata = _read_metadata(zf, path)
+        data = _read_member(zf, path, WEIGHTS_NAME, MAX_WEIGHTS_BYTES)
+    check_weights(data, metadata, path)
+    return metadata, data
 
 
 def _open_zip(path: Path) -> zipfile.ZipFile:

@@ -21,17 +21,15 @@ import torch
 from SpineSegDiffLib.core.atomic import atomic_path
 from SpineSegDiffLib.core.errors import ModelError
 from SpineSegDiffLib.model.metadata import (
-    MAX_WEIGHTS_BYTES,
     METADATA_NAME,
     MODEL_FORMAT_VERSION,
     WEIGHTS_NAME,
     _first_line,
-    _open_zip,
     _plain_json,
-    _read_metadata,
-    _read_member,
+    read_checked_weights,
     validate_metadata,
 )
+from SpineSegDiffLib.model.weights_check import CHECKSUM_KEY, check_weights, weights_sha256
 
 
 @dataclass
@@ -60,16 +58,18 @@ def save_model(path: str | os.PathLike, state_dict: dict[str, torch.Tensor],
     metadata.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     metadata.setdefault("training", {})
     metadata.setdefault("metrics", {})
-    validate_metadata(metadata, path)
     if not state_dict:
         raise ModelError(f"{path}: no weights to save")
     # Independent contiguous CPU copies: safetensors refuses shared or strided storage.
     tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in state_dict.items()}
+    weights = _safetensors_save(tensors)
+    metadata[CHECKSUM_KEY] = weights_sha256(weights)  # loading verifies it
+    validate_metadata(metadata, path)
+    check_weights(weights, metadata, path)  # never save a model that would be refused on load
     try:
         meta_text = json.dumps(_plain_json(metadata), indent=2, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ModelError(f"{path}: metadata is not plain JSON ({exc})") from None
-    weights = _safetensors_save(tensors)
     with atomic_path(path) as tmp:
         with zipfile.ZipFile(tmp, "w") as zf:
             zf.writestr(METADATA_NAME, meta_text, compress_type=zipfile.ZIP_DEFLATED)
@@ -88,9 +88,7 @@ def load_model_file(path: str | os.PathLike) -> ModelFile:
     from safetensors.torch import load
 
     path = Path(path)
-    with _open_zip(path) as zf:
-        metadata = _read_metadata(zf, path)
-        data = _read_member(zf, path, WEIGHTS_NAME, MAX_WEIGHTS_BYTES)
+    metadata, data = read_checked_weights(path)
     try:
         state_dict = load(data)
     except Exception as exc:  # safetensors raises its own error types for any bad header

@@ -266,16 +266,37 @@ def _download(entry: ModelEntry, destination: Path, progress: ProgressCallback |
 
 # ---------------------------------------------------------------- adding
 
+def _refuse_shadowing(source: Path, metadata: dict[str, Any], checksum: str) -> None:
+    """A user model answers to its id in place of the bundled one (user models come last):
+    refuse a file that would take a bundled model's id and version with other contents."""
+    for entry in load_registry():
+        if entry.id != metadata["id"] or entry.version != metadata["version"]:
+            continue
+        if entry.sha256 and entry.sha256 == checksum:
+            return  # the very same file: harmless
+        if not entry.sha256:
+            bundled = resolve_model(entry)
+            from SpineSegDiffLib.core.hashing import sha256_file
+
+            if bundled.is_file() and sha256_file(bundled) == checksum:
+                return
+        raise ModelError(f"{source}: claims to be the bundled model '{entry.id}' version {entry.version} "
+                         "but its contents differ; adding it would replace the bundled model: give it "
+                         "a new id or version (train --model-id / --model-version) and add it again")
+
+
 def add_user_model(zip_path: str | os.PathLike) -> ModelEntry:
     """Copy a model file into the cache and list it in the user's registry."""
     from SpineSegDiffLib.core.hashing import sha256_file
-    from SpineSegDiffLib.model.metadata import read_metadata
+    from SpineSegDiffLib.model.metadata import read_checked_weights
 
     source = Path(zip_path)
-    metadata = read_metadata(source)  # refuses a broken or incompatible file before copying
+    # refuses a broken, altered (weights checksum), non-finite or incompatible file before copying
+    metadata, _ = read_checked_weights(source)
     if not _ID.match(str(metadata["id"])):
         raise ModelError(f"{source}: model id '{metadata['id']}' should be lowercase letters, "
                          "digits, '.', '_' or '-'")
+    _refuse_shadowing(source, metadata, sha256_file(source))
     destination = cache_dir() / f"{metadata['id']}-{metadata['version']}.zip"
     if source.resolve() != destination.resolve():
         with atomic_path(destination) as tmp:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 from SpineSegDiffLib.core.errors import InputError
 from SpineSegDiffLib.grid.geometry import GridSpec
@@ -56,3 +57,50 @@ class TrainConfig:
             raise InputError(f"--features must be one of {', '.join(FEATURE_PRESETS)} or six "
                              f"comma-separated widths, got '{self.features}'")
         return widths
+
+
+# options that must be at least 1 (counts) or lie in [0, 1] (fractions)
+_POSITIVE = ("image_channels", "grid_size", "epochs", "batch_size", "val_samples", "val_steps",
+             "val_every", "fused_steps", "default_samples", "default_steps")
+_FRACTIONS = ("warmup_fraction", "val_fraction", "empty_slice_fraction")
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def config_from_values(values: dict[str, Any], source: str = "the options") -> TrainConfig:
+    """A TrainConfig from option values (a --config file's JSON, the command line), each
+    checked for its type and range first: one error line naming the option, never a
+    TypeError deep inside the training."""
+    if not isinstance(values, dict):
+        raise InputError(f"{source}: a training config is a JSON object of option: value")
+    defaults = TrainConfig()
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise InputError(f"{source}: unknown options {', '.join(unknown)}")
+    for name, value in values.items():
+        default = getattr(defaults, name)
+        if name == "max_minutes":
+            ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0)
+            wanted = "a positive number of minutes or null"
+        elif isinstance(default, bool):
+            ok, wanted = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, wanted = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+        elif isinstance(default, float):
+            ok, wanted = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        else:
+            ok, wanted = isinstance(value, str), "a text"
+        if not ok:
+            raise InputError(f"{source}: {_option(name)} should be {wanted}, got {value!r}")
+        if name in _POSITIVE and value < 1:
+            raise InputError(f"{source}: {_option(name)} must be at least 1, got {value}")
+        if name in _FRACTIONS and not 0 <= value <= 1:
+            raise InputError(f"{source}: {_option(name)} must be between 0 and 1, got {value}")
+        if name in ("grid_spacing_mm", "min_slice_spacing_mm", "lr") and not value > 0:
+            raise InputError(f"{source}: {_option(name)} must be positive, got {value}")
+    cfg = TrainConfig(**values)
+    cfg.feature_widths()  # a bad --features is an error line now, not after the data is read
+    return cfg

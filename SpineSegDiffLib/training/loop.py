@@ -14,10 +14,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from SpineSegDiffLib.core.atomic import atomic_path
 from SpineSegDiffLib.core.labels import NUM_CLASSES
 from SpineSegDiffLib.model.devices import autocast_context, choose_device
 from SpineSegDiffLib.training.augment import random_affine, random_intensity
+from SpineSegDiffLib.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, restore, save_checkpoint
 from SpineSegDiffLib.training.config import TrainConfig
 from SpineSegDiffLib.training.data import GridCase, one_hot
 from SpineSegDiffLib.training.distributed import init_distributed
@@ -66,15 +66,25 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
 def train(cases: list[GridCase], cfg: TrainConfig, out_dir: str | Path, device: str = "auto",
           resume: bool = False, progress=None, data_summary: dict | None = None,
           log: Callable[[str], None] = print, init_state: dict | None = None) -> TrainResult:
-    """Train a model on `cases` (already on the model grid) and write `out_dir/model.zip`."""
+    """Train a model on `cases` (already on the model grid) and write `out_dir/model.zip`.
+
+    A run that fails leaves no empty output folder behind (one it did not find)."""
+    out_dir = Path(out_dir)
+    created = not out_dir.exists()
+    try:
+        return _train(cases, cfg, out_dir, device, resume, progress, data_summary, log, init_state)
+    except BaseException:
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+
+
+def _train(cases: list[GridCase], cfg: TrainConfig, out_dir: Path, device: str, resume: bool,
+           progress, data_summary: dict | None, log: Callable[[str], None],
+           init_state: dict | None) -> TrainResult:
     from SpineSegDiffLib.data.spider import patient_split
     from SpineSegDiffLib.model.diffusion import DiffusionConfig, diffusion_loss
     from SpineSegDiffLib.model.modelfile import save_model
@@ -116,13 +126,11 @@ def train(cases: list[GridCase], cfg: TrainConfig, out_dir: str | Path, device: 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(total_steps, int(total_steps * cfg.warmup_fraction)))
 
-    ckpt_path = out_dir / "checkpoint.pt"
+    ckpt_path = out_dir / CHECKPOINT_NAME
     start_epoch, history, best, best_state, elapsed_before = 0, [], -1.0, None, 0.0
-    if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=dev, weights_only=True)  # tensors only, no code
-        network.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+    state = load_checkpoint(ckpt_path, dev) if resume else None
+    if state is not None:
+        restore(ckpt_path, state, network, optimizer, scheduler)
         start_epoch = int(state["epoch"])
         history = json.loads(state["history_json"])
         best = float(state["best"])
@@ -191,7 +199,7 @@ def train(cases: list[GridCase], cfg: TrainConfig, out_dir: str | Path, device: 
                      "history_json": json.dumps(history), "elapsed": elapsed}
             if best_state is not None:
                 state["best_model"] = best_state
-            _save_checkpoint(ckpt_path, state)
+            save_checkpoint(ckpt_path, state)
         if time_up and epoch + 1 < cfg.epochs:
             stopped_early = True
             if dist_info.main:
