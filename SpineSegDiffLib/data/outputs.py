@@ -14,6 +14,7 @@ from SpineSegDiffLib.core.atomic import atomic_path, write_text
 from SpineSegDiffLib.core.errors import InputError
 from SpineSegDiffLib.core.labels import STRUCTURES, TERMINOLOGY_CONTEXT
 from SpineSegDiffLib.data.imageio import (
+    SUPPORTED_EXTENSIONS,
     image_extension,
     verify_written,
     write_image,
