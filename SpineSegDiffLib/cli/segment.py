@@ -1,4 +1,4 @@
-"""`spinesegdiff segment`: one volume, or a folder of volumes in batch."""
+"""`spinesegdiff segment`: one volume or DICOM series, or a folder of volumes in batch."""
 
 from __future__ import annotations
 
@@ -7,12 +7,22 @@ import sys
 import time
 from pathlib import Path
 
+from SpineSegDiffLib.cli.batch import add_batch_arguments, select_cases
+from SpineSegDiffLib.cli.dicom_options import (
+    add_dicom_arguments,
+    check_dicom_options,
+    is_dicom_input,
+    read_input,
+    write_dicom_seg_output,
+)
 from SpineSegDiffLib.core.device_names import DEVICE_CHOICES
 from SpineSegDiffLib.core.errors import InputError
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("image", type=Path, help="3-D MRI (.mha .nii .nii.gz .nrrd), or a folder of them for batch use")
+    p.add_argument("image", type=Path,
+                   help="3-D MRI (.mha .nii .nii.gz .nrrd), a DICOM series folder (a folder holding DICOM files "
+                        "is read as a series), or a folder of image files for batch use")
     p.add_argument("--model", default="spinesegdiff-demo",
                    help="model .zip, or a model id from Resources/Models.json (default: the bundled demo model)")
     p.add_argument("--samples", type=int, default=None,
@@ -27,6 +37,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-extras", type=Path, help="sample variance and mutual information: writes NAME_variance and NAME_mutual_information (3 components each)")
     p.add_argument("--output-summary", type=Path, help="JSON summary: volumes, mean uncertainty, timings, settings")
     p.add_argument("--output-dir", type=Path, help="batch mode (IMAGE is a folder): one set of outputs per image here; finished cases are skipped")
+    add_batch_arguments(p)
+    add_dicom_arguments(p)
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where the network runs")
     p.add_argument("--batch-slices", type=int, default=None, help="slices per network batch (default: from free memory)")
     p.add_argument("--no-cache", action="store_true",
@@ -40,11 +52,14 @@ def run(args: argparse.Namespace) -> int:
 
     progress = make_progress(args.progress)
     try:
-        if args.image.is_dir():
+        if args.image.is_dir() and not is_dicom_input(args.image):
             return _run_folder(args, progress)
-        if args.output_segmentation is None and args.output_uncertainty is None and args.output_summary is None:
-            raise InputError("nothing to write: give --output-segmentation and/or --output-uncertainty "
-                             "(and optionally --output-summary)")
+        if args.part is not None:
+            raise InputError(f"--part {args.part}: only for batch mode (a folder of image files with --output-dir)")
+        if (args.output_segmentation is None and args.output_uncertainty is None and args.output_summary is None
+                and args.output_dicom_seg is None):
+            raise InputError("nothing to write: give --output-segmentation, --output-uncertainty and/or "
+                             "--output-dicom-seg (and optionally --output-summary)")
         summary = segment_file(args, args.image, _outputs_from_args(args), progress, 0.0, 1.0)
         progress.done(summary=str(args.output_summary) if args.output_summary else None)
         if args.progress != "json":
@@ -58,7 +73,7 @@ def _outputs_from_args(args) -> dict[str, Path | None]:
     return {"segmentation": args.output_segmentation, "uncertainty": args.output_uncertainty,
             "structure_uncertainty": args.output_structure_uncertainty,
             "probabilities": args.output_probabilities, "extras": args.output_extras,
-            "summary": args.output_summary}
+            "dicom_seg": args.output_dicom_seg, "summary": args.output_summary}
 
 
 def _load_model(args):
@@ -73,16 +88,16 @@ def _load_model(args):
 def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progress, start: float, end: float) -> dict:
     from SpineSegDiffLib.core.progress import SubProgress
     from SpineSegDiffLib.data import outputs as out
-    from SpineSegDiffLib.data.imageio import read_mri
     from SpineSegDiffLib.inference.pipeline import segment_image
     from SpineSegDiffLib.inference.settings import SegmentSettings
 
     out.check_output_paths(list(outputs.values()))
     if outputs["segmentation"] is not None:
         out.segmentation_format(outputs["segmentation"])
+    check_dicom_options(image_path, getattr(args, "series", None), outputs.get("dicom_seg"))
     sub = SubProgress(progress, "load", start, end)
     sub(0.0, f"reading {image_path.name}")
-    image = read_mri(image_path)
+    image, dicom = read_input(image_path, getattr(args, "series", None))
     model = _load_model(args)
     settings = SegmentSettings(samples=args.samples or model.default("samples", 5),
                                steps=args.steps or model.default("steps", 10),
@@ -107,8 +122,12 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
         base = str(outputs["extras"])
         for name, images in result.extras.items():
             out.write_stack(images, _with_suffix(base, f"_{name}"))
+    if outputs.get("dicom_seg") is not None:
+        write_dicom_seg_output(outputs["dicom_seg"], result.labelmap, dicom, model.identity, result.summary["settings"])
     result.summary["timings"]["write_s"] = round(time.perf_counter() - t0, 3)
     result.summary["outputs"] = {k: str(v) for k, v in outputs.items() if v is not None}
+    if dicom is not None:
+        result.summary["dicom_series"] = {"uid": dicom.info.uid, "images": len(dicom.files)}
     if outputs["summary"] is not None:
         out.write_summary(result.summary, outputs["summary"])  # last: marks the case finished
     return result.summary
@@ -134,16 +153,21 @@ def _run_folder(args, progress) -> int:
 
     if args.output_dir is None:
         raise InputError(f"{args.image} is a folder: give --output-dir for batch segmentation")
+    if args.series is not None or args.output_dicom_seg is not None:
+        raise InputError(f"{args.image} holds no DICOM files: --series and --output-dicom-seg need a DICOM "
+                         f"series folder")
     images = sorted(p for p in args.image.iterdir()
                     if p.is_file() and any(p.name.lower().endswith(e) for e in SUPPORTED_EXTENSIONS))
     if not images:
-        raise InputError(f"{args.image}: no images found (looked for {', '.join(SUPPORTED_EXTENSIONS)})")
+        raise InputError(f"{args.image}: no images found (looked for {', '.join(SUPPORTED_EXTENSIONS)}) "
+                         f"and no DICOM files")
+    images = select_cases(images, args.part)
     failed = []
     for i, path in enumerate(images):
         case = _case_name(path)
         outputs = {"segmentation": args.output_dir / f"{case}.seg.nrrd",
                    "uncertainty": args.output_dir / f"{case}_uncertainty.nii.gz",
-                   "structure_uncertainty": None, "probabilities": None, "extras": None,
+                   "structure_uncertainty": None, "probabilities": None, "extras": None, "dicom_seg": None,
                    "summary": args.output_dir / f"{case}_summary.json"}
         if outputs["summary"].exists():  # written last, so the case is complete: resume after it
             progress.update("load", (i + 1) / len(images), f"{case}: already done, skipped")
