@@ -150,6 +150,9 @@ def test_dicom_outputs_need_a_dicom_input_checked_before_any_work(cli, tmp_path,
     r = cli("segment", image_path, "--model", tiny_model, "--output-dicom-seg", out / "seg.dcm", "--device", "cpu")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "needs a DICOM series as input" in r.stderr.strip().splitlines()[-1]
+    r = cli("segment", image_path, "--model", tiny_model, "--output-dicom-uncertainty", out / "u.dcm",
+            "--device", "cpu")
+    assert r.returncode == 2 and "--output-dicom-uncertainty" in r.stderr and "Traceback" not in r.stderr
     r = cli("segment", image_path, "--series", "1.2.3", "--model", tiny_model,
             "--output-segmentation", out / "seg.nii.gz", "--device", "cpu")
     assert r.returncode == 2 and "not a folder of DICOM files" in r.stderr
@@ -176,6 +179,7 @@ def test_segment_a_dicom_series_to_dicom_seg_voxel_exact(cli, dicom_series, tmp_
     labelmap_path, seg_path = tmp_path / "labels.nii.gz", tmp_path / "seg.dcm"
     r = cli("segment", two, "--series", source.info.uid, "--model", tiny_model, "--samples", 1, "--steps", 2,
             "--output-segmentation", labelmap_path, "--output-dicom-seg", seg_path,
+            "--output-uncertainty", tmp_path / "unc.nii.gz", "--output-dicom-uncertainty", tmp_path / "unc.dcm",
             "--progress", "none", "--device", "cpu")
     assert r.returncode == 0, r.stderr
 
@@ -212,8 +216,22 @@ def test_segment_a_dicom_series_to_dicom_seg_voxel_exact(cli, dicom_series, tmp_
         algorithm = item.SegmentationAlgorithmIdentificationSequence[0]
         assert algorithm.AlgorithmName == "SpineSegDiff" and "model" in algorithm.AlgorithmVersion
 
+    # the uncertainty as a parametric map: float voxels equal to the NIfTI output, frame by frame
+    pm = pydicom.dcmread(tmp_path / "unc.dcm")
+    assert pm.SOPClassUID == pydicom.uid.ParametricMapStorage
+    assert pm.FrameOfReferenceUID == src0.FrameOfReferenceUID
+    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "unc.nii.gz")))
+    by_position = {tuple(np.round(np.asarray(ds.ImagePositionPatient, float), 4)): k
+                   for k, ds in enumerate(source.datasets)}
+    frames = pm.pixel_array
+    assert frames.shape == expected.shape
+    for frame, item in zip(frames, pm.PerFrameFunctionalGroupsSequence):
+        k = by_position[tuple(np.round(np.asarray(item.PlanePositionSequence[0].ImagePositionPatient, float), 4))]
+        np.testing.assert_array_equal(frame, expected[k])
+
     if shutil.which("dciodvfy"):  # dicom3tools, optional (Debian: apt-get install dicom3tools)
         assert _dciodvfy_errors(seg_path) == []
+        assert _dciodvfy_errors(tmp_path / "unc.dcm") == []
 
 
 @pytest.mark.skipif(not shutil.which("dciodvfy"), reason="dciodvfy (Debian package dicom3tools) is not installed")

@@ -20,6 +20,9 @@ def add_dicom_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dicom-seg", type=Path, metavar="FILE",
                    help="DICOM Segmentation object (.dcm) referencing the input series, one coded segment per "
                         "structure; needs a DICOM series as input")
+    p.add_argument("--output-dicom-uncertainty", type=Path, metavar="FILE",
+                   help="the combined uncertainty as a DICOM Parametric Map (.dcm, float 0 sure .. 1 unsure) "
+                        "on the input series; needs a DICOM series as input")
 
 
 def is_dicom_input(path: Path) -> bool:
@@ -28,7 +31,8 @@ def is_dicom_input(path: Path) -> bool:
     return path.is_dir() and holds_dicom(path)
 
 
-def check_dicom_options(path: Path, series: str | None, dicom_seg: Path | None) -> None:
+def check_dicom_options(path: Path, series: str | None, dicom_seg: Path | None,
+                        dicom_uncertainty: Path | None = None) -> None:
     """Before any work: DICOM-only options need a DICOM series folder."""
     from SpineSegDiffLib.data.dicom_seg import check_dicom_seg_path
 
@@ -38,6 +42,8 @@ def check_dicom_options(path: Path, series: str | None, dicom_seg: Path | None) 
                          f"series from a DICOM folder")
     if dicom_seg is not None:
         check_dicom_seg_path(dicom_seg, dicom)
+    if dicom_uncertainty is not None:
+        check_dicom_seg_path(dicom_uncertainty, dicom, "--output-dicom-uncertainty")
 
 
 def read_input(path: Path, series: str | None):
@@ -57,3 +63,9 @@ def write_dicom_seg_output(dicom_seg: Path, labelmap: sitk.Image, dicom, model_i
     from SpineSegDiffLib.data.dicom_seg import write_dicom_seg
 
     write_dicom_seg(labelmap, dicom.image, dicom.datasets, dicom_seg, model_identity, settings)
+
+
+def write_dicom_uncertainty_output(path: Path, uncertainty: sitk.Image, dicom) -> None:
+    from SpineSegDiffLib.data.dicom_uncertainty import write_dicom_uncertainty
+
+    write_dicom_uncertainty(uncertainty, dicom.image, dicom.datasets, path)

@@ -14,6 +14,7 @@ from SpineSegDiffLib.cli.dicom_options import (
     is_dicom_input,
     read_input,
     write_dicom_seg_output,
+    write_dicom_uncertainty_output,
 )
 from SpineSegDiffLib.core.device_names import DEVICE_CHOICES
 from SpineSegDiffLib.core.errors import InputError
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         if args.part is not None:
             raise InputError(f"--part {args.part}: only for batch mode (a folder of image files with --output-dir)")
         if (args.output_segmentation is None and args.output_uncertainty is None and args.output_summary is None
-                and args.output_dicom_seg is None):
+                and args.output_dicom_seg is None and args.output_dicom_uncertainty is None):
             raise InputError("nothing to write: give --output-segmentation, --output-uncertainty and/or "
                              "--output-dicom-seg (and optionally --output-summary)")
         summary = segment_file(args, args.image, _outputs_from_args(args), progress, 0.0, 1.0)
@@ -73,7 +74,8 @@ def _outputs_from_args(args) -> dict[str, Path | None]:
     return {"segmentation": args.output_segmentation, "uncertainty": args.output_uncertainty,
             "structure_uncertainty": args.output_structure_uncertainty,
             "probabilities": args.output_probabilities, "extras": args.output_extras,
-            "dicom_seg": args.output_dicom_seg, "summary": args.output_summary}
+            "dicom_seg": args.output_dicom_seg, "dicom_uncertainty": args.output_dicom_uncertainty,
+            "summary": args.output_summary}
 
 
 def _load_model(args):
@@ -94,7 +96,8 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
     out.check_output_paths(list(outputs.values()))
     if outputs["segmentation"] is not None:
         out.segmentation_format(outputs["segmentation"])
-    check_dicom_options(image_path, getattr(args, "series", None), outputs.get("dicom_seg"))
+    check_dicom_options(image_path, getattr(args, "series", None), outputs.get("dicom_seg"),
+                        outputs.get("dicom_uncertainty"))
     sub = SubProgress(progress, "load", start, end)
     sub(0.0, f"reading {image_path.name}")
     image, dicom = read_input(image_path, getattr(args, "series", None))
@@ -124,6 +127,8 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
             out.write_stack(images, _with_suffix(base, f"_{name}"))
     if outputs.get("dicom_seg") is not None:
         write_dicom_seg_output(outputs["dicom_seg"], result.labelmap, dicom, model.identity, result.summary["settings"])
+    if outputs.get("dicom_uncertainty") is not None:
+        write_dicom_uncertainty_output(outputs["dicom_uncertainty"], result.uncertainty, dicom)
     result.summary["timings"]["write_s"] = round(time.perf_counter() - t0, 3)
     result.summary["outputs"] = {k: str(v) for k, v in outputs.items() if v is not None}
     if dicom is not None:
@@ -153,8 +158,8 @@ def _run_folder(args, progress) -> int:
 
     if args.output_dir is None:
         raise InputError(f"{args.image} is a folder: give --output-dir for batch segmentation")
-    if args.series is not None or args.output_dicom_seg is not None:
-        raise InputError(f"{args.image} holds no DICOM files: --series and --output-dicom-seg need a DICOM "
+    if args.series is not None or args.output_dicom_seg is not None or args.output_dicom_uncertainty is not None:
+        raise InputError(f"{args.image} holds no DICOM files: --series and the DICOM outputs need a DICOM "
                          f"series folder")
     images = sorted(p for p in args.image.iterdir()
                     if p.is_file() and any(p.name.lower().endswith(e) for e in SUPPORTED_EXTENSIONS))
