@@ -63,3 +63,15 @@ def test_slicer_terminology_logic_loads_it_and_finds_every_segment_type():
                    type_object.GetCodeMeaning()))
     expected = {s.type for s in STRUCTURES} | {lv.type for lv in VERTEBRA_LEVELS + DISC_LEVELS}
     assert found == expected
+
+
+def test_the_module_helper_loads_the_shipped_terminology_into_the_real_logic():
+    import slicer
+    from SpineSegDiffSlicerLib.terminology import CATEGORY_TYPE_CONTEXT, load_terminology
+
+    logic = slicer.vtkSlicerTerminologiesModuleLogic()
+    assert load_terminology(logic, REPO / "SpineSegDiff") == CATEGORY_TYPE_CONTEXT
+    category = slicer.vtkSlicerTerminologyCategory()
+    assert logic.GetNthCategoryInTerminology(CATEGORY_TYPE_CONTEXT, 0, category)
+    n_types = logic.GetNumberOfTypesInTerminologyCategory(CATEGORY_TYPE_CONTEXT, category)
+    assert n_types == len(STRUCTURES) + len(VERTEBRA_LEVELS) + len(DISC_LEVELS)
