@@ -165,7 +165,7 @@ def _run_folder(args, progress) -> int:
                     if p.is_file() and any(p.name.lower().endswith(e) for e in SUPPORTED_EXTENSIONS))
     if not images:
         raise InputError(f"{args.image}: no images found (looked for {', '.join(SUPPORTED_EXTENSIONS)}) "
-                         f"and no DICOM files")
+                         f"and no DICOM files (sub-folders are not searched: give a DICOM series' own folder)")
     images = select_cases(images, args.part)
     failed = []
     for i, path in enumerate(images):
