@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-import SimpleITK as sitk
+from typing import TYPE_CHECKING
 
 from SpineSegDiffLib.core.errors import InputError
+
+if TYPE_CHECKING:  # the parser is built without loading SimpleITK
+    import SimpleITK as sitk
 
 
 def add_dicom_arguments(p: argparse.ArgumentParser) -> None:
