@@ -1,4 +1,4 @@
-"""`spinesegdiff segment`: one volume, or a folder of volumes in batch."""
+"""`spinesegdiff segment`: one volume or DICOM series, or a folder of volumes in batch."""
 
 from __future__ import annotations
 
@@ -7,14 +7,25 @@ import sys
 import time
 from pathlib import Path
 
+from SpineSegDiffLib.cli.batch import add_batch_arguments, select_cases
+from SpineSegDiffLib.cli.dicom_options import (
+    add_dicom_arguments,
+    check_dicom_options,
+    is_dicom_input,
+    read_input,
+    write_dicom_seg_output,
+    write_dicom_uncertainty_output,
+)
 from SpineSegDiffLib.core.device_names import DEVICE_CHOICES
 from SpineSegDiffLib.core.errors import InputError
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("image", type=Path, help="3-D MRI (.mha .nii .nii.gz .nrrd), or a folder of them for batch use")
+    p.add_argument("image", type=Path,
+                   help="3-D MRI (.mha .nii .nii.gz .nrrd), a DICOM series folder (a folder holding DICOM files "
+                        "is read as a series), or a folder of image files for batch use")
     p.add_argument("--model", default="spinesegdiff-demo",
-                   help="model .zip, or a model id from Resources/Models.json (default: the bundled demo model)")
+                   help="model .zip, or a model id from `spinesegdiff models list` (default: the bundled demo model)")
     p.add_argument("--samples", type=int, default=None,
                    help="ensemble size S, 1-64: more samples, better uncertainty, longer run (default: the model's)")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps K per sample, 1-1000 (default: the model's)")
@@ -30,6 +41,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-measurements", type=Path, help="per-level measurements (.csv or .json by extension): disc heights/volume/disc-to-CSF ratio, body heights/wedge/volume, canal AP diameter and area at each disc, slip; fused value plus mean, SD and 95%% interval over the samples; also added to the summary")
     p.add_argument("--output-measurements-plot", type=Path, help="PNG: disc heights and canal area per level with their 95%% intervals")
     p.add_argument("--output-dir", type=Path, help="batch mode (IMAGE is a folder): one set of outputs per image here (may be IMAGE itself: results and hidden temporary files are never read as inputs); finished cases are skipped")
+    add_batch_arguments(p)
+    add_dicom_arguments(p)
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where the network runs")
     p.add_argument("--batch-slices", type=int, default=None, help="slices per network batch, 1-4096 (default: from free memory)")
     p.add_argument("--no-cache", action="store_true",
@@ -44,11 +57,14 @@ def run(args: argparse.Namespace) -> int:
     _check_options(args)  # before anything is read, loaded or written
     progress = make_progress(args.progress)
     try:
-        if args.image.is_dir():
+        if args.image.is_dir() and not is_dicom_input(args.image):
             return _run_folder(args, progress)
+        if args.part is not None:
+            raise InputError(f"--part {args.part}: only for batch mode (a folder of image files with --output-dir)")
         if all(v is None for v in _outputs_from_args(args).values()):
-            raise InputError("nothing to write: give --output-segmentation and/or --output-uncertainty "
-                             "(and optionally --output-summary, --output-instances, --output-measurements)")
+            raise InputError("nothing to write: give --output-segmentation, --output-uncertainty and/or "
+                             "--output-dicom-seg (and optionally --output-summary, --output-instances, "
+                             "--output-measurements)")
         summary = segment_file(args, args.image, _outputs_from_args(args), progress, 0.0, 1.0)
         progress.done(summary=str(args.output_summary) if args.output_summary else None)
         if args.progress != "json":
@@ -74,7 +90,8 @@ def _outputs_from_args(args) -> dict[str, Path | None]:
             "structure_uncertainty": args.output_structure_uncertainty,
             "probabilities": args.output_probabilities, "extras": args.output_extras,
             "summary": args.output_summary, "instances": args.output_instances,
-            "measurements": args.output_measurements, "measurements_plot": args.output_measurements_plot}
+            "measurements": args.output_measurements, "measurements_plot": args.output_measurements_plot,
+            "dicom_seg": args.output_dicom_seg, "dicom_uncertainty": args.output_dicom_uncertainty}
 
 
 def _load_model(args):
@@ -92,7 +109,7 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
     import SimpleITK as sitk
 
     from SpineSegDiffLib.core.log import warn
-    from SpineSegDiffLib.data.imageio import grid_warnings, read_mri
+    from SpineSegDiffLib.data.imageio import grid_warnings
     from SpineSegDiffLib.inference.pipeline import segment_image
     from SpineSegDiffLib.inference.settings import SegmentSettings
 
@@ -105,9 +122,11 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
             measure_files.measurements_format(outputs["measurements"])
         if outputs.get("instances") is not None:
             measure_files.check_instances_path(outputs["instances"])
+    check_dicom_options(image_path, getattr(args, "series", None), outputs.get("dicom_seg"),
+                        outputs.get("dicom_uncertainty"))
     sub = SubProgress(progress, "load", start, end)
     sub(0.0, f"reading {image_path.name}")
-    image = read_mri(image_path)
+    image, dicom = read_input(image_path, getattr(args, "series", None))
     model = _load_model(args)
     settings = SegmentSettings(samples=model.default("samples", 5) if args.samples is None else args.samples,
                                steps=model.default("steps", 10) if args.steps is None else args.steps,
@@ -153,8 +172,14 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
         measure_files.write_measurements(report, outputs["measurements"])
     if outputs.get("measurements_plot") is not None:
         measure_files.plot_measurements(report, outputs["measurements_plot"])
+    if outputs.get("dicom_seg") is not None:
+        write_dicom_seg_output(outputs["dicom_seg"], result.labelmap, dicom, model.identity, result.summary["settings"])
+    if outputs.get("dicom_uncertainty") is not None:
+        write_dicom_uncertainty_output(outputs["dicom_uncertainty"], result.uncertainty, dicom)
     result.summary["timings"]["write_s"] = round(time.perf_counter() - t0, 3)
     result.summary["outputs"] = {k: str(v) for k, v in outputs.items() if v is not None}
+    if dicom is not None:
+        result.summary["dicom_series"] = {"uid": dicom.info.uid, "images": len(dicom.files)}
     if outputs["summary"] is not None:
         out.write_summary(result.summary, outputs["summary"])  # last: marks the case finished
     return result.summary
@@ -174,6 +199,7 @@ def _batch_outputs(output_dir: Path, path: Path) -> dict[str, Path | None]:
             "uncertainty": output_dir / f"{case}_uncertainty.nii.gz",
             "structure_uncertainty": None, "probabilities": None, "extras": None,
             "instances": None, "measurements": None, "measurements_plot": None,
+            "dicom_seg": None, "dicom_uncertainty": None,
             "summary": output_dir / f"{case}_summary.json"}
 
 
@@ -198,11 +224,16 @@ def _run_folder(args, progress) -> int:
 
     if args.output_dir is None:
         raise InputError(f"{args.image} is a folder: give --output-dir for batch segmentation")
+    if args.series is not None or args.output_dicom_seg is not None or args.output_dicom_uncertainty is not None:
+        raise InputError(f"{args.image} holds no DICOM files: --series and the DICOM outputs need a DICOM "
+                         f"series folder")
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise InputError(f"--output-dir {args.output_dir} is a file; give a folder")
     images = batch_inputs(args.image, args.output_dir)
     if not images:
-        raise InputError(f"{args.image}: no images found (looked for {', '.join(SUPPORTED_EXTENSIONS)})")
+        raise InputError(f"{args.image}: no images found (looked for {', '.join(SUPPORTED_EXTENSIONS)}) "
+                         f"and no DICOM files (sub-folders are not searched: give a DICOM series' own folder)")
+    images = select_cases(images, args.part)
     if args.output_dir.is_dir():
         removed = remove_stale_parts(args.output_dir)  # leftovers of a killed run
         if removed:
