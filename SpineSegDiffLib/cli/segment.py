@@ -19,8 +19,19 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="ensemble size S: more samples, better uncertainty, longer run (default: the model's)")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps K per sample (default: the model's)")
     p.add_argument("--fused-steps", type=int, default=None, help="how many of the last steps are fused (default: the model's)")
+    p.add_argument("--start", choices=["noise", "presegmentation"], default=None,
+                   help="where sampling starts: pure noise, or the model's presegmentation noised to --t-max "
+                        "(fewer steps; needs a model with a presegmenter). Default: the model's "
+                        "(presegmentation when it has a presegmenter)")
+    p.add_argument("--t-max", type=int, default=None,
+                   help="--start presegmentation: noise the presegmentation to this step of the "
+                        "1000-step schedule, then run --steps steps down (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the starting noise (same seed, same result)")
     p.add_argument("--output-segmentation", type=Path, help="segmentation file: .seg.nrrd (Slicer segmentation) or a labelmap .nii.gz/.nii/.nrrd/.mha (1 canal, 2 vertebrae, 3 discs)")
+    p.add_argument("--output-presegmentation", type=Path,
+                   help="the presegmentation (labelmap or .seg.nrrd, as --output-segmentation), written as soon "
+                        "as it exists, before the ensemble (--progress json reports it as stage "
+                        "'presegmentation' with its 'path'); needs a model with a presegmenter")
     p.add_argument("--output-uncertainty", type=Path, help="combined uncertainty map (float, 0 sure .. 1 unsure)")
     p.add_argument("--output-structure-uncertainty", type=Path, help="per-structure uncertainty, 3 components (canal, vertebrae, discs)")
     p.add_argument("--output-probabilities", type=Path, help="per-structure fused probabilities, 3 components")
@@ -42,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.image.is_dir():
             return _run_folder(args, progress)
-        if args.output_segmentation is None and args.output_uncertainty is None and args.output_summary is None:
+        if all(v is None for v in (args.output_segmentation, args.output_uncertainty, args.output_summary,
+                                   args.output_presegmentation)):
             raise InputError("nothing to write: give --output-segmentation and/or --output-uncertainty "
                              "(and optionally --output-summary)")
         summary = segment_file(args, args.image, _outputs_from_args(args), progress, 0.0, 1.0)
@@ -55,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _outputs_from_args(args) -> dict[str, Path | None]:
-    return {"segmentation": args.output_segmentation, "uncertainty": args.output_uncertainty,
+    return {"segmentation": args.output_segmentation, "presegmentation": args.output_presegmentation,
+            "uncertainty": args.output_uncertainty,
             "structure_uncertainty": args.output_structure_uncertainty,
             "probabilities": args.output_probabilities, "extras": args.output_extras,
             "summary": args.output_summary}
@@ -75,24 +88,37 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
     from SpineSegDiffLib.data import outputs as out
     from SpineSegDiffLib.data.imageio import read_mri
     from SpineSegDiffLib.inference.pipeline import segment_image
+    from SpineSegDiffLib.inference.presegmentation import default_start, default_steps, model_presegmentation
     from SpineSegDiffLib.inference.settings import SegmentSettings
 
     out.check_output_paths(list(outputs.values()))
-    if outputs["segmentation"] is not None:
-        out.segmentation_format(outputs["segmentation"])
+    for key in ("segmentation", "presegmentation"):
+        if outputs.get(key) is not None:
+            out.segmentation_format(outputs[key])
     sub = SubProgress(progress, "load", start, end)
     sub(0.0, f"reading {image_path.name}")
     image = read_mri(image_path)
     model = _load_model(args)
+    start_kind = args.start or default_start(model)
     settings = SegmentSettings(samples=args.samples or model.default("samples", 5),
-                               steps=args.steps or model.default("steps", 10),
+                               steps=args.steps or default_steps(model, start_kind),
                                fused_steps=args.fused_steps, seed=args.seed,
                                batch_slices=args.batch_slices,
                                extras=outputs.get("extras") is not None,
-                               cache=not args.no_cache)
-    result = segment_image(image, model, settings,
-                           lambda stage, f, msg="", **kw: progress.update(stage, start + (end - start) * f, msg, **kw),
-                           input_name=str(image_path))
+                               cache=not args.no_cache, start=start_kind, t_max=args.t_max)
+    report = lambda stage, f, msg="", **kw: progress.update(stage, start + (end - start) * f, msg, **kw)  # noqa: E731
+    on_presegmentation = None
+    if outputs.get("presegmentation") is not None:
+        if model_presegmentation(model) is None:
+            raise InputError(f"--output-presegmentation: the model {model.identity.get('id')} has no "
+                             "presegmenter; leave the option out or use a model with one")
+
+        def on_presegmentation(labelmap) -> None:
+            out.write_segmentation(labelmap, outputs["presegmentation"])
+            report("presegmentation", 0.04, "presegmentation written", path=str(outputs["presegmentation"]))
+
+    result = segment_image(image, model, settings, report, input_name=str(image_path),
+                           on_presegmentation=on_presegmentation)
     t0 = time.perf_counter()
     progress.update("write", start + (end - start) * 0.97, "writing outputs")
     if outputs["segmentation"] is not None:
@@ -141,7 +167,7 @@ def _run_folder(args, progress) -> int:
     failed = []
     for i, path in enumerate(images):
         case = _case_name(path)
-        outputs = {"segmentation": args.output_dir / f"{case}.seg.nrrd",
+        outputs = {"segmentation": args.output_dir / f"{case}.seg.nrrd", "presegmentation": None,
                    "uncertainty": args.output_dir / f"{case}_uncertainty.nii.gz",
                    "structure_uncertainty": None, "probabilities": None, "extras": None,
                    "summary": args.output_dir / f"{case}_summary.json"}

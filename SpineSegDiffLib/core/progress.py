@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-STAGES = ("load", "grid", "encode", "sample", "fuse", "write", "train", "validate", "evaluate", "done")
+STAGES = ("load", "grid", "presegmentation", "encode", "sample", "fuse", "write", "train", "validate", "evaluate", "done")
 
 
 class Progress:

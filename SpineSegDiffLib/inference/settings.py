@@ -31,11 +31,17 @@ class SegmentSettings:
     min_component_mm3: float = 30.0
     cache: bool = False  # reuse / keep drawn samples on disk (sample_cache.py)
     cache_dir: Path | None = None  # None: sample_cache.ensembles_dir()
+    start: str | None = None  # "noise" or "presegmentation"; None: the model's default
+    t_max: int | None = None  # presegmentation start: noised to this step; None: the model's
 
     def validate(self) -> None:
         if not 1 <= self.samples <= MAX_SAMPLES:
             raise InputError(f"--samples must be between 1 and {MAX_SAMPLES}, got {self.samples}")
         if not 1 <= self.steps <= MAX_STEPS:
             raise InputError(f"--steps must be between 1 and {MAX_STEPS}, got {self.steps}")
+        if self.start not in (None, "noise", "presegmentation"):
+            raise InputError(f"--start must be noise or presegmentation, got {self.start!r}")
+        if self.t_max is not None and self.t_max < 1:
+            raise InputError(f"--t-max must be at least 1, got {self.t_max}")
         if self.fused_steps is not None and not 1 <= self.fused_steps:
             raise InputError(f"--fused-steps must be at least 1, got {self.fused_steps}")
