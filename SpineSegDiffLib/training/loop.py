@@ -189,6 +189,10 @@ def _train_epoch(run: _Run, batches: _BatchSource, order: np.ndarray, gen: torch
         losses.append(float(loss.detach()))
         if report and run.dist.main:
             report("train", step / total_steps, f"epoch {epoch + 1}/{cfg.epochs}", loss=losses[-1])
+        if cfg.max_minutes and run.dist.world == 1 and elapsed() > cfg.max_minutes * 60:
+            # a short budget must not wait for the end of a long epoch (one process only:
+            # under torchrun every rank must take the same number of steps)
+            break
     return losses, step
 
 
