@@ -42,6 +42,7 @@ class Result:
     summary_path: str | None  # from the final {"stage": "done", "summary": ...} line
     stdout_log: list[str] = field(default_factory=list)  # stdout lines that were not JSON progress
     stderr: str = ""
+    presegmentation_path: str | None = None  # from a {"stage": "presegmentation", "path": ...} line
 
     @property
     def ok(self) -> bool:
@@ -61,6 +62,14 @@ def user_message(returncode: int | None, stderr_lines: Sequence[str], cancelled:
             if text.startswith(ERROR_PREFIX):
                 return text[len(ERROR_PREFIX):].strip()
     return f"the segmentation process crashed (exit code {returncode}); see the log"
+
+
+def presegmentation_path(record: dict[str, Any]) -> str | None:
+    """The presegmentation file a progress record announces (written before the ensemble
+    finishes, so it can be shown first), else None."""
+    if record.get("stage") == "presegmentation" and isinstance(record.get("path"), str):
+        return record["path"]
+    return None
 
 
 def parse_progress_line(line: str) -> dict[str, Any] | None:
@@ -98,6 +107,7 @@ class EngineProcess:
         self._stdout_log: collections.deque[str] = collections.deque(maxlen=MAX_LOG_LINES)
         self._stderr: collections.deque[str] = collections.deque(maxlen=MAX_LOG_LINES)
         self._summary_path: str | None = None
+        self._presegmentation_path: str | None = None
         self._cancelled = False
         self._exited = threading.Event()  # the watcher has queued the final result
         self._result: Result | None = None  # set once on_finished has been called
@@ -149,6 +159,7 @@ class EngineProcess:
                 continue
             if record.get("stage") == "done" and record.get("summary"):
                 self._summary_path = str(record["summary"])
+            self._presegmentation_path = presegmentation_path(record) or self._presegmentation_path
             self._events.put(("progress", record))
 
     def _read_stderr(self) -> None:
@@ -171,7 +182,8 @@ class EngineProcess:
         result = Result(returncode=returncode, cancelled=self._cancelled,
                         message=user_message(returncode, stderr_lines, self._cancelled),
                         summary_path=self._summary_path if not self._cancelled else None,
-                        stdout_log=list(self._stdout_log), stderr="\n".join(stderr_lines))
+                        stdout_log=list(self._stdout_log), stderr="\n".join(stderr_lines),
+                        presegmentation_path=self._presegmentation_path)
         self._events.put(("finished", result))
         self._exited.set()
 

@@ -30,8 +30,19 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="ensemble size S, 1-64: more samples, better uncertainty, longer run (default: the model's)")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps K per sample, 1-1000 (default: the model's)")
     p.add_argument("--fused-steps", type=int, default=None, help="how many of the last steps are fused, 1-K (default: the model's)")
+    p.add_argument("--start", choices=["noise", "presegmentation"], default=None,
+                   help="where sampling starts: pure noise, or the model's presegmentation noised to --t-max "
+                        "(fewer steps; needs a model with a presegmenter). Default: the model's "
+                        "(presegmentation when it has a presegmenter)")
+    p.add_argument("--t-max", type=int, default=None,
+                   help="--start presegmentation: noise the presegmentation to this step of the "
+                        "1000-step schedule, then run --steps steps down (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the starting noise (same seed, same result)")
     p.add_argument("--output-segmentation", type=Path, help="segmentation file: .seg.nrrd (Slicer segmentation) or a labelmap .nii.gz/.nii/.nrrd/.mha (1 canal, 2 vertebrae, 3 discs)")
+    p.add_argument("--output-presegmentation", type=Path,
+                   help="the presegmentation (labelmap or .seg.nrrd, as --output-segmentation), written as soon "
+                        "as it exists, before the ensemble (--progress json reports it as stage "
+                        "'presegmentation' with its 'path'); needs a model with a presegmenter")
     p.add_argument("--output-uncertainty", type=Path, help="combined uncertainty map (float, 0 sure .. 1 unsure)")
     p.add_argument("--output-structure-uncertainty", type=Path, help="per-structure uncertainty, 3 components (canal, vertebrae, discs)")
     p.add_argument("--output-probabilities", type=Path, help="per-structure fused probabilities, 3 components")
@@ -62,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
         if args.part is not None:
             raise InputError(f"--part {args.part}: only for batch mode (a folder of image files with --output-dir)")
         if all(v is None for v in _outputs_from_args(args).values()):
-            raise InputError("nothing to write: give --output-segmentation, --output-uncertainty and/or "
-                             "--output-dicom-seg (and optionally --output-summary, --output-instances, "
-                             "--output-measurements)")
+            raise InputError("nothing to write: give --output-segmentation, --output-uncertainty, "
+                             "--output-presegmentation and/or --output-dicom-seg (and optionally "
+                             "--output-summary, --output-instances, --output-measurements)")
         summary = segment_file(args, args.image, _outputs_from_args(args), progress, 0.0, 1.0)
         progress.done(summary=str(args.output_summary) if args.output_summary else None)
         if args.progress != "json":
@@ -86,7 +97,8 @@ def _check_options(args) -> None:
 
 
 def _outputs_from_args(args) -> dict[str, Path | None]:
-    return {"segmentation": args.output_segmentation, "uncertainty": args.output_uncertainty,
+    return {"segmentation": args.output_segmentation, "presegmentation": args.output_presegmentation,
+            "uncertainty": args.output_uncertainty,
             "structure_uncertainty": args.output_structure_uncertainty,
             "probabilities": args.output_probabilities, "extras": args.output_extras,
             "summary": args.output_summary, "instances": args.output_instances,
@@ -111,6 +123,7 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
     from SpineSegDiffLib.core.log import warn
     from SpineSegDiffLib.data.imageio import grid_warnings
     from SpineSegDiffLib.inference.pipeline import segment_image
+    from SpineSegDiffLib.inference.presegmentation import default_start, default_steps, model_presegmentation
     from SpineSegDiffLib.inference.settings import SegmentSettings
 
     out.check_output_paths(outputs, [image_path])
@@ -128,15 +141,27 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
     sub(0.0, f"reading {image_path.name}")
     image, dicom = read_input(image_path, getattr(args, "series", None))
     model = _load_model(args)
+    start_kind = args.start or default_start(model)
     settings = SegmentSettings(samples=model.default("samples", 5) if args.samples is None else args.samples,
-                               steps=model.default("steps", 10) if args.steps is None else args.steps,
+                               steps=default_steps(model, start_kind) if args.steps is None else args.steps,
                                fused_steps=args.fused_steps, seed=args.seed,
                                batch_slices=args.batch_slices,
                                extras=outputs.get("extras") is not None,
-                               cache=not args.no_cache, sample_masks=measuring)
-    result = segment_image(image, model, settings,
-                           lambda stage, f, msg="", **kw: progress.update(stage, start + (end - start) * f, msg, **kw),
-                           input_name=str(image_path))
+                               cache=not args.no_cache, sample_masks=measuring,
+                               start=start_kind, t_max=args.t_max)
+    report = lambda stage, f, msg="", **kw: progress.update(stage, start + (end - start) * f, msg, **kw)  # noqa: E731
+    on_presegmentation = None
+    if outputs.get("presegmentation") is not None:
+        if model_presegmentation(model) is None:
+            raise InputError(f"--output-presegmentation: the model {model.identity.get('id')} has no "
+                             "presegmenter; leave the option out or use a model with one")
+
+        def on_presegmentation(labelmap) -> None:
+            out.write_segmentation(labelmap, outputs["presegmentation"])
+            report("presegmentation", 0.04, "presegmentation written", path=str(outputs["presegmentation"]))
+
+    result = segment_image(image, model, settings, report, input_name=str(image_path),
+                           on_presegmentation=on_presegmentation)
     notes = grid_warnings(image, image_path)
     if not sitk.GetArrayViewFromImage(result.labelmap).any():
         notes.append(f"{image_path}: no structure was found (empty segmentation); check that the image is "
@@ -199,7 +224,7 @@ def _batch_outputs(output_dir: Path, path: Path) -> dict[str, Path | None]:
             "uncertainty": output_dir / f"{case}_uncertainty.nii.gz",
             "structure_uncertainty": None, "probabilities": None, "extras": None,
             "instances": None, "measurements": None, "measurements_plot": None,
-            "dicom_seg": None, "dicom_uncertainty": None,
+            "dicom_seg": None, "dicom_uncertainty": None, "presegmentation": None,
             "summary": output_dir / f"{case}_summary.json"}
 
 

@@ -11,6 +11,17 @@ from pathlib import Path
 from SpineSegDiffLib.core.device_names import DEVICE_CHOICES
 
 
+_HELP = {
+    "stage": "what trains: diffusion (the denoiser from noise); presegmenter (only the presegmentation "
+             "head on the frozen image encoder, needs --init; the denoiser is kept as it is); "
+             "diffusion-from-presegmentation (the denoiser from the presegmentation noised to "
+             "t <= --preseg-t-max, needs --init with a presegmenter) ",
+    "preseg_t_max": "presegmentation start: noise the presegmentation to this step of T; "
+                    "recorded in model.json as the default of segment --t-max ",
+    "preseg_steps": "presegmentation start: DDIM steps from t_max; recorded as the default --steps ",
+}
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
     from SpineSegDiffLib.training.config import TrainConfig
 
@@ -20,6 +31,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "or the real-MRI folder (cases.csv; partial labels)")
     p.add_argument("--out", type=Path, required=True, help="output folder: checkpoint.pt, model.zip, training.json")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    # --stage (from TrainConfig below): diffusion (default), presegmenter (only the
+    # presegmentation head on the frozen encoder; needs --init), diffusion-from-presegmentation
+    # (the paper's training from the noised presegmentation, t <= --preseg-t-max; needs --init
+    # with a presegmenter)
     p.add_argument("--init", default=None, metavar="MODEL",
                    help="fine-tune: start from this model's weights (a model .zip or a registry id, e.g. "
                         "spinesegdiff-demo); its widths and grid are used unless given here; "
@@ -37,7 +52,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                            metavar="BOOL", help=f"(default {getattr(d, f.name)})")
         else:
             p.add_argument(flag, type=float if f.name == "max_minutes" else kind, default=None,
-                           help=f"(default {getattr(d, f.name)})")
+                           help=_HELP.get(f.name, "") + f"(default {getattr(d, f.name)})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,9 +74,9 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, name, None)
         if v is not None:
             values[name] = v
-    init_state, init_name = None, None
+    init_state, init_name, init_metadata = None, None, None
     if args.init is not None:
-        init_state, init_name, inherited = _init_model(args.init)
+        init_state, init_name, inherited, init_metadata = _init_model(args.init)
         values = {**inherited, **values}  # what the user gave wins
     cfg = config_from_values(values)
     spec = cfg.grid_spec()
@@ -79,15 +94,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = train(cases, cfg, args.out, device=args.device, resume=args.resume,
                        progress=lambda stage, f, msg="", **kw: progress.update(stage, f, msg, **kw),
-                       data_summary=summary, log=lambda m: print(m, file=sys.stderr), init_state=init_state)
+                       data_summary=summary, log=lambda m: print(m, file=sys.stderr), init_state=init_state,
+                       init_metadata=init_metadata)
     finally:
         progress.close()
     print(f"model written to {result.model_path} ({result.seconds / 60:.1f} min)")
     return 0
 
 
-def _init_model(name: str) -> tuple[dict, str, dict]:
-    """(weights, "id version", TrainConfig values) of the model to fine-tune from."""
+def _init_model(name: str) -> tuple[dict, str, dict, dict]:
+    """(weights, "id version", TrainConfig values, model.json) of the model to start from."""
     from SpineSegDiffLib.model.modelfile import load_model_file
     from SpineSegDiffLib.model.registry import resolve_model
 
@@ -97,4 +113,6 @@ def _init_model(name: str) -> tuple[dict, str, dict]:
                  "image_channels": int(arch.get("image_channels", 1)),
                  "grid_spacing_mm": float(grid["spacing_mm"]), "grid_size": int(grid["size"]),
                  "min_slice_spacing_mm": float(grid["min_slice_spacing_mm"])}
-    return mf.state_dict, f"{mf.metadata.get('id')} {mf.metadata.get('version')}", inherited
+    preseg = mf.metadata.get("presegmentation") or {}
+    inherited.update({f"preseg_{k}": int(preseg[k]) for k in ("t_max", "steps") if k in preseg})
+    return mf.state_dict, f"{mf.metadata.get('id')} {mf.metadata.get('version')}", inherited, mf.metadata

@@ -127,13 +127,13 @@ def _check_extension(kind: str, path: Path) -> None:
         if not name.endswith(".json"):
             raise InputError(f"{option} {path}: a summary is a .json file; give a name ending in .json")
         return
-    if kind == "segmentation":
+    if kind in ("segmentation", "presegmentation"):
         if name.endswith(".seg.nrrd"):
             return
         allowed = ".seg.nrrd, " + ", ".join(SUPPORTED_EXTENSIONS)
     else:
         allowed = ", ".join(SUPPORTED_EXTENSIONS)
-    if kind != "segmentation" and name.endswith(".seg.nrrd"):
+    if kind not in ("segmentation", "presegmentation") and name.endswith(".seg.nrrd"):
         raise InputError(f"{option} {path}: .seg.nrrd is for segmentations; use one of {allowed}")
     if not any(name.endswith(e) for e in SUPPORTED_EXTENSIONS):
         raise InputError(f"{option} {path}: unsupported file type; use one of {allowed}")

@@ -15,12 +15,13 @@ from SpineSegDiffLib.inference.settings import SegmentSettings
 from SpineSegDiffLib.model.devices import autocast_dtype
 
 if TYPE_CHECKING:
+    from SpineSegDiffLib.inference.presegmentation import SamplingStart
     from SpineSegDiffLib.inference.sample_cache import SampleCache
 
 
 
 def open_sample_cache(image: sitk.Image, grid: ModelGrid, model: LoadedModel, settings: SegmentSettings,
-                      fused_steps: int) -> "SampleCache | None":
+                      fused_steps: int, start: "SamplingStart | None" = None) -> "SampleCache | None":
     """The disk cache entry for this input, model and setting; None if it cannot be used."""
     from dataclasses import asdict
 
@@ -38,6 +39,9 @@ def open_sample_cache(image: sitk.Image, grid: ModelGrid, model: LoadedModel, se
              "samples_per_call": batch_plan(model, grid.slices.shape[0], grid.slices.shape[1],
                                             settings.batch_slices, settings.samples_per_call)[1],
              "geometry": [image.GetSize(), image.GetOrigin(), image.GetSpacing(), image.GetDirection()]}
+    if start is not None and start.kind != "noise":
+        # only then: noise-start keys stay those of earlier versions, so their caches still hit
+        parts.update(start=start.kind, t_max=start.t_max)
     key = ensemble_key(parts, [sitk.GetArrayViewFromImage(image), grid.slices])
     n, h, w = grid.slices.shape
     try:

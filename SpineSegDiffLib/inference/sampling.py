@@ -33,8 +33,13 @@ class DrawnSamples:
 
 
 def draw_samples(model: LoadedModel, slices: np.ndarray, settings: SegmentSettings, sample_indices: range,
-                 fused_steps: int, progress: Callable[[float, str], None] | None = None) -> DrawnSamples:
+                 fused_steps: int, progress: Callable[[float, str], None] | None = None,
+                 presegmentation: np.ndarray | None = None, t_max: int | None = None) -> DrawnSamples:
     """Run DDIM for (at least) samples ``sample_indices`` on all slices (n, H, W) of a grid.
+
+    From pure noise, or, with ``presegmentation`` (n, C, H, W probabilities) and ``t_max``,
+    from the presegmentation noised to t_max by the forward process with each sample's
+    own noise, then ``settings.steps`` steps from t_max down.
 
     Each slice is encoded once; a network call holds one group of G samples of a batch of
     slices (``batch_plan``). Groups are whole (0..G-1, G..2G-1, ...): the result may hold
@@ -44,6 +49,7 @@ def draw_samples(model: LoadedModel, slices: np.ndarray, settings: SegmentSettin
     from SpineSegDiffLib.model.diffusion import (
         denoise_trajectories,
         make_scheduler,
+        presegmentation_timesteps,
         set_sampling_timesteps,
     )
     from SpineSegDiffLib.model.uncertainty import quantise_probabilities
@@ -83,9 +89,14 @@ def draw_samples(model: LoadedModel, slices: np.ndarray, settings: SegmentSettin
                     scheduler = make_scheduler(model.diffusion)
                     set_sampling_timesteps(scheduler, settings.steps)
                     x_t = noise.to(device).reshape(-1, NUM_CLASSES, h, w)  # sample-major rows
+                    timesteps = None
+                    if presegmentation is not None:
+                        x_t = _noised_presegmentation(presegmentation[start:stop], x_t, scheduler, t_max)
+                        timesteps = presegmentation_timesteps(t_max, settings.steps)
                     k = members.start - first
                     for fused_index, probabilities in denoise_trajectories(
-                            model.network, image, features, x_t, scheduler, fused_steps, after_call):
+                            model.network, image, features, x_t, scheduler, fused_steps, after_call,
+                            timesteps):
                         levels = quantise_probabilities(probabilities).cpu().numpy()
                         out.levels[k:k + group, fused_index, start:stop] = \
                             levels.reshape(group, stop - start, NUM_CLASSES, h, w)
@@ -111,6 +122,14 @@ def draw_samples(model: LoadedModel, slices: np.ndarray, settings: SegmentSettin
         out.network_seconds += time.perf_counter() - t0
         start = stop
     return out
+
+
+def _noised_presegmentation(probabilities: np.ndarray, noise: torch.Tensor, scheduler, t_max: int) -> torch.Tensor:
+    """Forward process q(x_t | x_pre) at t_max for every sample row (sample-major), x_pre in [-1, 1]."""
+    x_pre = 2.0 * torch.from_numpy(probabilities).to(noise.device, torch.float32) - 1.0
+    rows = noise.shape[0] // x_pre.shape[0]
+    t = torch.full((noise.shape[0],), t_max, dtype=torch.long, device=noise.device)
+    return scheduler.add_noise(x_pre.repeat(rows, 1, 1, 1), noise.float(), t)
 
 
 def starting_noise(seed: int, samples: int | range, slice_indices: range,

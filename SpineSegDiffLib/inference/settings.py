@@ -38,6 +38,8 @@ class SegmentSettings:
     min_component_mm3: float = 30.0
     cache: bool = False  # reuse / keep drawn samples on disk (sample_cache.py)
     cache_dir: Path | None = None  # None: sample_cache.ensembles_dir()
+    start: str | None = None  # "noise" or "presegmentation"; None: the model's default
+    t_max: int | None = None  # presegmentation start: noised to this step; None: the model's
 
     def validate(self) -> None:
         if not 1 <= self.samples <= MAX_SAMPLES:
@@ -52,3 +54,7 @@ class SegmentSettings:
                              f"got {self.batch_slices}")
         if not 0 <= self.seed <= MAX_SEED:
             raise InputError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed}")
+        if self.start not in (None, "noise", "presegmentation"):
+            raise InputError(f"--start must be noise or presegmentation, got {self.start!r}")
+        if self.t_max is not None and self.t_max < 1:
+            raise InputError(f"--t-max must be at least 1, got {self.t_max}")

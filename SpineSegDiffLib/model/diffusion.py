@@ -96,6 +96,25 @@ def set_sampling_timesteps(scheduler: DDIMScheduler, steps: int) -> torch.Tensor
     return scheduler.timesteps
 
 
+def presegmentation_timesteps(t_max: int, steps: int) -> list[int]:
+    """K timesteps evenly from t_max down (t_max, ..., ~t_max / K): the presegmentation start."""
+    return torch.linspace(t_max, 0, steps + 1)[:-1].round().long().tolist()
+
+
+def ddim_step_to(scheduler: DDIMScheduler, x0: torch.Tensor, t: int, prev_t: int,
+                 x_t: torch.Tensor) -> torch.Tensor:
+    """Deterministic DDIM step (eta 0) from x_t at ``t`` to ``prev_t`` for a predicted x0.
+
+    MONAI's ``step`` always moves by T // K; the presegmentation start's steps divide
+    t_max, not T, so the target step is given here (same formula, x0 clipped to [-1, 1])."""
+    alphas = scheduler.alphas_cumprod
+    a_t = alphas[t]
+    a_prev = alphas[prev_t] if prev_t >= 0 else scheduler.final_alpha_cumprod
+    x0 = x0.clamp(-1.0, 1.0)
+    eps = (x_t - a_t ** 0.5 * x0) / (1 - a_t) ** 0.5
+    return a_prev ** 0.5 * x0 + (1 - a_prev) ** 0.5 * eps
+
+
 def fusion_weights(fused_steps: int) -> torch.Tensor:
     """Normalised weights exp(-a (Ts - t) / Ts), a = Ts / 2, t = 1..Ts (last step largest)."""
     ts = fused_steps
@@ -264,14 +283,17 @@ def fuse_steps(mean_probability: torch.Tensor, weights: torch.Tensor) -> torch.T
 
 def denoise_trajectories(model: DiffUNet, image: torch.Tensor, features: list[torch.Tensor],
                          x_t: torch.Tensor, scheduler: DDIMScheduler, fused_steps: int,
-                         after_call: Callable[[], None] | None = None) -> Iterator[tuple[int, torch.Tensor]]:
-    """Run DDIM from ``x_t`` (S * B rows, sample-major) for the scheduler's timesteps.
+                         after_call: Callable[[], None] | None = None,
+                         timesteps: list[int] | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+    """Run DDIM from ``x_t`` (S * B rows, sample-major) for the scheduler's timesteps, or
+    for explicit ``timesteps`` (descending; the presegmentation start from t_max).
 
     ``image`` and ``features`` are those of the B slices (features are broadcast over the
     S samples). Yields ``(fused_index, probabilities)`` at each of the last
     ``fused_steps`` steps: the sigmoid x0 probabilities (S * B, C, H, W), float32.
     """
-    timesteps = scheduler.timesteps.tolist()
+    explicit = timesteps is not None
+    timesteps = list(timesteps) if explicit else scheduler.timesteps.tolist()
     first_fused = len(timesteps) - min(fused_steps, len(timesteps))
     device = x_t.device
     rows = x_t.shape[0]
@@ -279,7 +301,11 @@ def denoise_trajectories(model: DiffUNet, image: torch.Tensor, features: list[to
     for index, t in enumerate(timesteps):
         logits = model.denoise(x_t, torch.tensor([t], device=device), image_rows, features)
         probabilities = torch.sigmoid(logits.float())
-        x_t, _ = scheduler.step(2.0 * probabilities - 1.0, t, x_t)
+        if explicit:
+            prev_t = timesteps[index + 1] if index + 1 < len(timesteps) else -1
+            x_t = ddim_step_to(scheduler, 2.0 * probabilities - 1.0, t, prev_t, x_t)
+        else:
+            x_t, _ = scheduler.step(2.0 * probabilities - 1.0, t, x_t)
         if after_call is not None:
             after_call()
         if index >= first_fused:

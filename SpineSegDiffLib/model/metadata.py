@@ -39,8 +39,10 @@ REQUIRED_KEYS: dict[str, type] = {
 }
 
 
-OPTIONAL_KEYS: dict[str, type] = {"training": dict, "metrics": dict,
-                                   "weights_sha256": str}  # absent in files saved before it existed
+# "weights_sha256": absent in files saved before it existed; "presegmentation": the
+# presegmenter head and its sampling start (model/presegmenter.py)
+OPTIONAL_KEYS: dict[str, type] = {"training": dict, "metrics": dict, "weights_sha256": str,
+                                   "presegmentation": dict}
 GRID_KEYS = ("spacing_mm", "size", "min_slice_spacing_mm")
 INFERENCE_KEYS = ("samples", "steps")
 
@@ -77,6 +79,13 @@ def validate_metadata(metadata: dict[str, Any], source: str | os.PathLike) -> No
     if not isinstance(grid, dict) or any(k not in grid for k in GRID_KEYS):
         raise ModelError(f"{source}: model.json preprocessing.grid needs {', '.join(GRID_KEYS)}; "
                          "re-export the model with the trainer")
+    preseg = metadata.get("presegmentation")
+    if preseg is not None:
+        for key in ("t_max", "steps"):
+            value = preseg.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ModelError(f"{source}: model.json presegmentation.{key} should be a positive "
+                                 "integer; the model file is damaged")
     for key in INFERENCE_KEYS:
         value = metadata["inference_defaults"].get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -131,6 +131,11 @@ def build_model(model_file: ModelFile, device: str | torch.device = "cpu") -> to
         config = network.NetworkConfig.from_dict(model_file.metadata["architecture"],
                                                  source=str(model_file.path))
         model = network.DiffUNet(config)
+        if model_file.metadata.get("presegmentation") is not None:
+            from SpineSegDiffLib.model.presegmenter import PresegmentationConfig, attach_presegmenter
+
+            PresegmentationConfig.from_dict(model_file.metadata["presegmentation"], source=str(model_file.path))
+            attach_presegmenter(model)  # its weights: "presegmenter.*"
     except (TypeError, ValueError, KeyError) as exc:
         raise ModelError(f"{model_file.path}: model.json architecture is not usable "
                          f"({_first_line(exc)}); the model was made by another version") from None

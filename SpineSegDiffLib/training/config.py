@@ -37,6 +37,10 @@ class TrainConfig:
     augment: bool = True
     calibrate: bool = True  # fit per-structure logit calibration on the validation slices
     max_minutes: float | None = None  # stop early (and save) after this wall time
+    # what trains (training/stages.py): diffusion, presegmenter, diffusion-from-presegmentation
+    stage: str = "diffusion"
+    preseg_t_max: int = 400  # presegmentation start: noised to this step of T (recorded in model.json)
+    preseg_steps: int = 5  # presegmentation start: DDIM steps from t_max (recorded in model.json)
     model_id: str = "spinesegdiff-custom"
     model_version: str = "0.1.0"
 

@@ -54,3 +54,30 @@ def model_metadata(cfg: TrainConfig, net_cfg, diff_cfg, data_summary: dict, hist
                      "history": history},
         "metrics": metrics,
     }
+
+
+def stage_metadata(init_metadata: dict | None, cfg: TrainConfig, data_summary: dict, history: list,
+                   seconds: float, device: torch.device, metrics: dict, stopped_early: bool,
+                   train_cases: list[GridCase], val_cases: list[GridCase]) -> dict:
+    """model.json after a presegmenter stage: the starting model's record, plus
+    ``presegmentation`` and this stage's own record under ``training.stages``."""
+    from SpineSegDiffLib.model.presegmenter import PresegmentationConfig
+
+    if init_metadata is None:
+        raise InputError(f"--stage {cfg.stage} needs the metadata of the --init model")
+    meta = dict(init_metadata)
+    meta["presegmentation"] = PresegmentationConfig(t_max=cfg.preseg_t_max, steps=cfg.preseg_steps).to_dict()
+    meta["spinesegdiff_version"] = __version__
+    meta["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    if cfg.model_version != TrainConfig.model_version:  # the user named a new version
+        meta["version"] = cfg.model_version
+    training = dict(meta.get("training", {}))
+    training["stages"] = list(training.get("stages", [])) + [{
+        "stage": cfg.stage, "config": asdict(cfg), "data": data_summary,
+        "train_cases": [c.case_id for c in train_cases], "validation_cases": [c.case_id for c in val_cases],
+        "epochs_run": len(history), "seconds": round(seconds, 1), "device": str(device),
+        "stopped_early": stopped_early, "history": history, "metrics": metrics}]
+    meta["training"] = training
+    if cfg.stage == "diffusion-from-presegmentation":
+        meta.pop("calibration", None)  # the denoiser changed: its calibration was reset
+    return meta

@@ -38,5 +38,30 @@ def validation_dice(network, slices: SliceSet, diffusion_cfg, samples: int, step
             inter += (pred & gt & ann).sum(axis=(0, 2, 3))
             total += ((pred & ann).sum(axis=(0, 2, 3)) + (gt & ann).sum(axis=(0, 2, 3)))
     network.train()
+    return _dice_by_structure(inter, total)
+
+
+def _dice_by_structure(inter: np.ndarray, total: np.ndarray) -> dict[str, float]:
     return {s.key: (float(2 * inter[i] / total[i]) if total[i] > 0 else float("nan"))
             for i, s in enumerate(STRUCTURES)}
+
+
+def prediction_dice(network, slices: SliceSet, predict, device: torch.device, batch: int = 16) -> dict[str, float]:
+    """Pooled Dice per structure of a deterministic ``predict(network, image) -> bool masks``
+    (the presegmenter stages), scored like ``validation_dice``."""
+    inter = np.zeros(NUM_CLASSES)
+    total = np.zeros(NUM_CLASSES)
+    network.eval()
+    idx = np.nonzero(slices.has_label)[0]
+    with torch.inference_mode(), autocast_context(device):
+        for start in range(0, len(idx), batch):
+            sel = idx[start:start + batch]
+            pred = predict(network, torch.from_numpy(slices.inputs[sel]).to(device)).cpu().numpy()
+            gt = one_hot(slices.labels[sel]) > 0.5
+            ann = slices.annotated[sel][:, :, None, None]
+            bo = slices.body_only[sel]
+            pred[bo, 1] &= gt[bo, 1]  # body-only labels: vertebra recall
+            inter += (pred & gt & ann).sum(axis=(0, 2, 3))
+            total += (pred & ann).sum(axis=(0, 2, 3)) + (gt & ann).sum(axis=(0, 2, 3))
+    network.train()
+    return _dice_by_structure(inter, total)
