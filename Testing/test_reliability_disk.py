@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -12,7 +12,6 @@ missing slices, non-uniform slice spacing, multi-frame (enhanced) objects.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
