@@ -80,13 +80,16 @@ def test_summary_is_indented_json(tmp_path):
 
 
 def test_output_paths_are_checked_before_any_work(tmp_path):
-    check_output_paths([tmp_path / "new" / "a.nii.gz", None, tmp_path / "b.nii.gz"])
+    check_output_paths({"segmentation": tmp_path / "new" / "a.nii.gz", "uncertainty": None,
+                        "probabilities": tmp_path / "b.nii.gz"})
     assert (tmp_path / "new").is_dir()
-    with pytest.raises(InputError, match="same file"):
-        check_output_paths([tmp_path / "a.nii.gz", tmp_path / "x" / ".." / "a.nii.gz"])
+    (tmp_path / "x").mkdir()
+    with pytest.raises(InputError, match="both write"):
+        check_output_paths({"segmentation": tmp_path / "a.nii.gz",
+                            "uncertainty": tmp_path / "x" / ".." / "a.nii.gz"})
     (tmp_path / "folder.nii.gz").mkdir()
     with pytest.raises(InputError, match="is a folder"):
-        check_output_paths([tmp_path / "folder.nii.gz"])
+        check_output_paths({"segmentation": tmp_path / "folder.nii.gz"})
     (tmp_path / "file").write_text("")
     with pytest.raises(InputError, match="cannot create the output folder"):
-        check_output_paths([tmp_path / "file" / "a.nii.gz"])
+        check_output_paths({"segmentation": tmp_path / "file" / "a.nii.gz"})
