@@ -57,10 +57,15 @@ def test_saved_model_records_the_checksum_of_its_weights(tiny_model):
     assert meta["weights_sha256"] == hashlib.sha256(weights).hexdigest()
 
 
-def test_bundled_model_without_checksum_still_loads():
+def test_model_file_saved_before_checksums_still_loads(tmp_path):
+    """Files written before weights_sha256 existed (1.1.0 and older) load as before."""
     from SpineSegDiffLib.model.modelfile import load_model_file
 
-    loaded = load_model_file(resolve_model("spinesegdiff-demo"))
+    bundled = resolve_model("spinesegdiff-demo")
+    assert "weights_sha256" in load_model_file(bundled).metadata  # saved by this version
+    old = repack(bundled, tmp_path / "old.zip",
+                 metadata=lambda m: {k: v for k, v in m.items() if k != "weights_sha256"})
+    loaded = load_model_file(old)
     assert "weights_sha256" not in loaded.metadata and loaded.state_dict
 
 
