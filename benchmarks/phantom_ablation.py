@@ -23,10 +23,8 @@ body's bounding box grown by 2 voxels.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,24 +35,13 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-OLD_COMMIT = "13380df"
+sys.path.insert(0, str(REPO / "scripts"))
+from old_phantom import old_phantom_module as old_generator  # noqa: E402
+
 # "--sequences mix": two contrasts per patient as before, cycling through these pairs, so
 # the new generator's STIR, Dixon and random contrasts are seen at the same volume count
 MIX = (("t1", "t2"), ("t2", "random"), ("t1", "stir"), ("dixon_water", "random"))
 DEMO_MODEL = REPO / "SpineSegDiffLib" / "resources" / "models" / "spinesegdiff-demo.zip"
-
-
-def old_generator():
-    """The phantom module as it was at OLD_COMMIT, imported from a temporary file."""
-    source = subprocess.run(["git", "show", f"{OLD_COMMIT}:SpineSegDiffLib/data/phantom.py"], cwd=REPO,
-                            check=True, capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "old_phantom.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("old_phantom", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["old_phantom"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def phantom_cases(variant: str, seed: int, count: int, sequences: tuple[str, ...], spec):

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -34,23 +32,12 @@ sys.path.insert(0, str(REPO))
 from SpineSegDiffLib.data.phantom import generate_case, semantic_from_spider_values  # noqa: E402
 from SpineSegDiffLib.evaluation.preview import PreviewPanel, save_preview  # noqa: E402
 
-OLD_COMMIT = "13380df"
+sys.path.insert(0, str(REPO / "scripts"))
+from old_phantom import old_phantom_module  # noqa: E402
+
 LATERAL_MM = 25.0
 # which semantic structure each real set labels (see the real data README)
 _REAL_SET_STRUCTURE = {"IVD": 3, "VB1": 2, "VB2": 2, "VB3": 2}
-
-
-def old_phantom_module():
-    """The phantom generator as it was at OLD_COMMIT, imported from a temporary file."""
-    source = subprocess.run(["git", "show", f"{OLD_COMMIT}:SpineSegDiffLib/data/phantom.py"], cwd=REPO,
-                            check=True, capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "old_phantom.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("old_phantom", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["old_phantom"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def _slices(case, sequence: str, title: str, labels_on_mid: bool = True) -> list[PreviewPanel]:

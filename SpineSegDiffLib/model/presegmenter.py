@@ -13,7 +13,7 @@ run as before (noise start).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import torch
@@ -21,6 +21,7 @@ import torch.nn as nn
 from monai.networks.blocks import UnetOutBlock, UnetUpBlock
 
 from SpineSegDiffLib.core.errors import ModelError
+from SpineSegDiffLib.core.settings_dict import settings_from_dict
 
 WEIGHT_PREFIX = "presegmenter."
 KINDS = ("encoder-head",)
@@ -52,16 +53,7 @@ class PresegmentationConfig:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "model.json") -> "PresegmentationConfig":
-        known = {f.name for f in fields(cls)}
-        if not isinstance(data, dict) or set(data) - known:
-            raise ModelError(f"{source}: unreadable presegmentation settings {data!r}; the model was "
-                             "made by another SpineSegDiff version, update the extension")
-        try:
-            return cls(**data)
-        except ModelError as exc:
-            raise ModelError(f"{source}: {exc}") from None
-        except (TypeError, ValueError) as exc:
-            raise ModelError(f"{source}: invalid presegmentation settings ({exc})") from None
+        return settings_from_dict(cls, data, source, "presegmentation")
 
 
 class PresegmentationHead(nn.Module):
