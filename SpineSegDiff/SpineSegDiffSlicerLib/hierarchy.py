@@ -1,8 +1,9 @@
-"""Tie results to their source volume: reference geometry node and subject hierarchy.
+"""Place results under their source volume's study in the subject hierarchy.
 
-The Segment Editor picks a segmentation's source volume from its reference-image-geometry
-node reference, and DICOM export needs the segmentation under the source's study; the
-peers (TotalSegmentator, MONAIAuto3DSeg) place results there too.
+DICOM export and the Data module need the segmentation under the source's study; the
+peers (TotalSegmentator, MONAIAuto3DSeg) place results there too. (The Segment Editor's
+source volume comes from the reference-image-geometry node reference, which
+``segments.set_structure_segments`` sets.)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def _item_of(hierarchy, node) -> int:
 
 def place_with_source(scene: slicer.vtkMRMLScene, volume_node, result_nodes) -> None:
     """Put each result node under the volume's parent in the subject hierarchy (its study
-    or folder) and make the volume the segmentation's reference geometry."""
+    or folder)."""
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     if hierarchy is None:
         return
@@ -27,6 +28,4 @@ def place_with_source(scene: slicer.vtkMRMLScene, volume_node, result_nodes) -> 
     for node in result_nodes:
         if node is None:
             continue
-        if isinstance(node, slicer.vtkMRMLSegmentationNode):
-            node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
         hierarchy.SetItemParent(_item_of(hierarchy, node), parent)

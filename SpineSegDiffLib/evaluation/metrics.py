@@ -168,8 +168,8 @@ def score_case(masks: np.ndarray, probabilities: np.ndarray, uncertainty: np.nda
         entry["hd95_mm"] = _nan_to_none(hd95(pred, ref, spacing_zyx))
         if s.key == "discs" and not annotated[STRUCTURES.index(BY_KEY["vertebrae"])]:
             # disc-only reference (the IVD set): what it decides around the discs
-            band = _band_of(ref, si_axis, spacing_zyx)
-            entry["band_dice"] = _nan_to_none(pls.band_dice(pred, ref, si_axis, spacing_zyx))
+            band = pls.reference_band(ref, si_axis, spacing_zyx)
+            entry["band_dice"] = _nan_to_none(dice(pred & band, ref & band))
             entry["between_discs_vertebra_share"] = _nan_to_none(pls.share(
                 masks[STRUCTURES.index(BY_KEY["vertebrae"])], pls.between_discs(ref, si_axis, spacing_zyx)))
             entry["decided_uncertainty_auroc"] = _nan_to_none(auroc(uncertainty[i][band], (pred != ref)[band]))
@@ -192,12 +192,6 @@ def score_case(masks: np.ndarray, probabilities: np.ndarray, uncertainty: np.nda
             out["worst_structure"] = worst
             out["most_uncertain_is_worst"] = most_uncertain == worst
     return out
-
-
-def _band_of(ref: np.ndarray, si_axis: int, spacing_zyx) -> np.ndarray:
-    from SpineSegDiffLib.evaluation.partial_label_scores import BAND_MARGIN_MM, _band
-
-    return np.ascontiguousarray(_band(ref, si_axis, int(round(BAND_MARGIN_MM / spacing_zyx[si_axis]))))
 
 
 def headline_score(entry: dict) -> tuple[str, float] | None:

@@ -71,9 +71,14 @@ def span_volume_ratio(pred: np.ndarray, body: np.ndarray, si_axis: int) -> float
     return float((pred & _band(body, si_axis, 0)).sum() / body.sum())
 
 
+def reference_band(ref: np.ndarray, si_axis: int, spacing_zyx: tuple[float, ...]) -> np.ndarray:
+    """The reference's superior-inferior band grown by 10 mm (where a disc-only reference decides)."""
+    return _band(ref, si_axis, int(round(BAND_MARGIN_MM / spacing_zyx[si_axis])))
+
+
 def band_dice(pred: np.ndarray, ref: np.ndarray, si_axis: int, spacing_zyx: tuple[float, ...]) -> float:
     """Dice inside the reference's superior-inferior band grown by 10 mm."""
-    band = _band(ref, si_axis, int(round(BAND_MARGIN_MM / spacing_zyx[si_axis])))
+    band = reference_band(ref, si_axis, spacing_zyx)
     p, r = pred & band, ref & band
     denom = p.sum() + r.sum()
     return float(2 * (p & r).sum() / denom) if denom else math.nan
