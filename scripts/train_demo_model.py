@@ -28,11 +28,15 @@ import numpy as np  # noqa: E402
 
 def phantom_grid_cases(args_tuple):
     """Worker: one phantom patient (t1 + t2) onto the model grid."""
-    seed, index, spec_dict = args_tuple
+    seed, index, spec_dict, generator = args_tuple
     import SimpleITK as sitk
 
     from SpineSegDiffLib.grid.geometry import GridSpec
-    from SpineSegDiffLib.data.phantom import generate_case
+
+    if generator == "old":  # the generator before issue 11's anatomy, for the old-vs-new ablation
+        generate_case = _old_generator().generate_case
+    else:
+        from SpineSegDiffLib.data.phantom import generate_case
     from SpineSegDiffLib.data.spider_labels import spider_to_semantic
     from SpineSegDiffLib.training.data import _grid_case
 
@@ -47,10 +51,23 @@ def phantom_grid_cases(args_tuple):
     return out
 
 
-def make_phantoms(seed: int, count: int, spec, workers: int):
+_OLD_GENERATOR = []
+
+
+def _old_generator():
+    """scripts/old_phantom.py's module, loaded once per process (it registers itself as
+    ``old_phantom`` in sys.modules, shadowing the loader's own name)."""
+    if not _OLD_GENERATOR:
+        import old_phantom
+
+        _OLD_GENERATOR.append(old_phantom.old_phantom_module())
+    return _OLD_GENERATOR[0]
+
+
+def make_phantoms(seed: int, count: int, spec, workers: int, generator: str = "new"):
     from dataclasses import asdict
 
-    jobs = [(seed, i, asdict(spec)) for i in range(count)]
+    jobs = [(seed, i, asdict(spec), generator) for i in range(count)]
     cases = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for part in pool.map(phantom_grid_cases, jobs, chunksize=2):
@@ -101,9 +118,19 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    p.add_argument("--phantom-generator", choices=("new", "old"), default="new",
+                   help="training phantoms from today's generator (muscles, organs, random contrasts) or "
+                        "from the one before it (old-vs-new ablation); test phantoms are always new")
+    p.add_argument("--stage", default="diffusion",
+                   help="diffusion | presegmenter | diffusion-from-presegmentation (training/stages.py)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--eval-samples", type=int, default=5)
     p.add_argument("--eval-steps", type=int, default=10)
     args = p.parse_args()
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     from SpineSegDiffLib.training.config import TrainConfig
 
@@ -113,7 +140,8 @@ def main() -> int:
     cfg = TrainConfig(features=args.features, image_channels=args.image_channels, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, max_minutes=args.minutes, seed=args.seed,
                       val_every=max(1, args.epochs // 20), model_id="spinesegdiff-demo",
-                      model_version=args.model_version, val_fraction=0.1)
+                      model_version=args.model_version, val_fraction=0.1,
+                      stage=args.stage)
     spec = cfg.grid_spec()
     if args.calibrate_only is not None:
         return calibrate_model_file(args.calibrate_only, args, cfg)
@@ -123,7 +151,7 @@ def main() -> int:
     phantom_seed = args.seed if args.phantom_seed is None else args.phantom_seed
     if phantom_seed in (args.seed + 1000, args.seed + 2000):
         p.error(f"--phantom-seed {phantom_seed} is the seed of the test or calibration phantoms")
-    phantoms = make_phantoms(phantom_seed, args.phantoms, spec, args.workers)
+    phantoms = make_phantoms(phantom_seed, args.phantoms, spec, args.workers, args.phantom_generator)
     print(f"{len(phantoms)} phantom volumes on the grid in {time.time() - t0:.0f} s", flush=True)
     real_train, real_held = [], []
     if not args.no_real:
@@ -135,6 +163,7 @@ def main() -> int:
     cases = phantoms + real_train
     summary = data_summary(cases)
     summary["phantom_seed"] = phantom_seed
+    summary["phantom_generator"] = args.phantom_generator
     summary["real_training_cases"] = [c.case_id for c in real_train]
     summary["real_held_out_cases"] = [c.case_id for c in real_held]
     init_state = None
