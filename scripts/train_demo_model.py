@@ -121,8 +121,6 @@ def main() -> int:
     p.add_argument("--phantom-generator", choices=("new", "old"), default="new",
                    help="training phantoms from today's generator (muscles, organs, random contrasts) or "
                         "from the one before it (old-vs-new ablation); test phantoms are always new")
-    p.add_argument("--stage", default="diffusion",
-                   help="diffusion | presegmenter | diffusion-from-presegmentation (training/stages.py)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--eval-samples", type=int, default=5)
     p.add_argument("--eval-steps", type=int, default=10)
@@ -140,8 +138,7 @@ def main() -> int:
     cfg = TrainConfig(features=args.features, image_channels=args.image_channels, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, max_minutes=args.minutes, seed=args.seed,
                       val_every=max(1, args.epochs // 20), model_id="spinesegdiff-demo",
-                      model_version=args.model_version, val_fraction=0.1,
-                      stage=args.stage)
+                      model_version=args.model_version, val_fraction=0.1)
     spec = cfg.grid_spec()
     if args.calibrate_only is not None:
         return calibrate_model_file(args.calibrate_only, args, cfg)
