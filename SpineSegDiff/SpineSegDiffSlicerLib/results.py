@@ -29,6 +29,7 @@ class ImportedResults:
     segmentation_node: slicer.vtkMRMLSegmentationNode
     uncertainty_node: slicer.vtkMRMLScalarVolumeNode
     review_rows: list[ReviewRow]
+    measurements_table: slicer.vtkMRMLTableNode | None = None  # when the run measured
 
 
 @dataclass
