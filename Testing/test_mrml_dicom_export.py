@@ -22,11 +22,11 @@ from SpineSegDiffSlicerLib.segments import oriented_mask
 from engine_fixtures import export_with_slicer, import_case, make_case, make_scene
 
 
-@pytest.fixture
-def dicom_result(tmp_path):
+@pytest.fixture(params=["oblique", "flipped"])  # flipped: Slicer's volume and the series index slices oppositely
+def dicom_result(tmp_path, request):
     import pydicom
 
-    case = make_case(tmp_path / "run")
+    case = make_case(tmp_path / "run", request.param)
     files = write_mr_series(case.image, tmp_path / "series")
     kit = make_scene()
     volume = volumes.load_volume(kit.scene, case.image_path)
