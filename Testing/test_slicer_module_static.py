@@ -179,15 +179,30 @@ def test_cmake_ships_every_module_file():
     assert "WITH_GENERIC_TESTS" in MODULE_CMAKE.read_text(encoding="utf-8")
 
 
-def test_slicer_requirements_agree_with_the_project_pins():
-    module_pins = _pins(MODULE_DIR / "Resources" / "requirements.txt")
+def test_slicer_requirements_are_ranges_that_hold_the_project_pins():
+    from packaging.requirements import Requirement
+
+    lines = [line.split("#", 1)[0].strip() for line in
+             (MODULE_DIR / "Resources" / "requirements.txt").read_text(encoding="utf-8").splitlines()]
+    requirements = {r.name.lower(): r for r in (Requirement(line) for line in lines if line)}
     project_pins = _pins(REPO / "requirements.txt")
-    assert module_pins and all(module_pins.values()), "every Slicer requirement must be pinned with =="
-    assert "torch" not in module_pins, "torch must come from the PyTorch extension"
-    for name in ("monai", "simpleitk", "safetensors"):
-        assert name in module_pins
-    disagree = {n: (v, project_pins.get(n)) for n, v in module_pins.items() if project_pins.get(n) != v}
-    assert disagree == {}, f"Slicer pins differ from requirements.txt: {disagree}"
+    assert requirements and "torch" not in requirements, "torch must come from the PyTorch extension"
+    for name, requirement in requirements.items():
+        operators = {spec.operator for spec in requirement.specifier}
+        assert operators == {">=", "<"}, f"{requirement}: a range (>= tested, < next major), not a pin"
+        assert requirement.specifier.contains(project_pins[name]), f"{requirement} excludes the tested {project_pins[name]}"
+        lower = next(spec.version for spec in requirement.specifier if spec.operator == ">=")
+        assert lower == project_pins[name], f"{requirement}: the lower bound is the tested version"
+    for name in ("monai", "safetensors", "scipy", "slicerio", "pydicom", "highdicom"):
+        assert name in requirements
+
+
+def test_cmake_and_module_declare_the_same_minimum_slicer():
+    from SpineSegDiffSlicerLib.dependencies import MIN_SLICER_VERSION
+
+    need = ".".join(map(str, MIN_SLICER_VERSION))
+    cmake = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert re.search(rf'VERSION_LESS\s+"?{re.escape(need)}"?', cmake), "CMakeLists.txt must refuse older Slicer"
 
 
 def test_icon_is_a_128_pixel_png(tmp_path):
