@@ -88,3 +88,29 @@ def test_labelmaps_that_do_not_fit_the_series_fail_with_one_line(cli, series_and
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: --edited bone")
     r = cli("dicom-seg", tmp_path / "labels.nrrd", tmp_path, "-o", tmp_path / "seg.dcm")  # no DICOM there
     assert r.returncode != 0 and "needs a DICOM series" in r.stderr
+
+
+@pytest.mark.slow
+def test_dicom_seg_writes_the_same_object_as_segment(cli, series_and_labels, tmp_path, tiny_model):
+    """The Slicer Export path (labelmap + summary -> dicom-seg) and `segment --output-dicom-seg`
+    give the same SEG: frames, segments, codes, algorithm identification, references (new UIDs aside)."""
+    import pydicom
+
+    folder, _ = series_and_labels
+    labels, summary = tmp_path / "labels.nii.gz", tmp_path / "summary.json"
+    r = cli("segment", folder, "--model", tiny_model, "--samples", 1, "--steps", 2, "--device", "cpu",
+            "--output-segmentation", labels, "--output-summary", summary, "--output-dicom-seg", tmp_path / "a.dcm",
+            "--progress", "none", "--no-cache")
+    assert r.returncode == 0, r.stderr
+    r = cli("dicom-seg", labels, folder, "-o", tmp_path / "b.dcm", "--summary", summary)
+    assert r.returncode == 0, r.stderr
+    a, b = pydicom.dcmread(tmp_path / "a.dcm"), pydicom.dcmread(tmp_path / "b.dcm")
+    np.testing.assert_array_equal(a.pixel_array, b.pixel_array)
+    assert a.pixel_array.any()
+    for keyword in ("SOPClassUID", "Modality", "StudyInstanceUID", "FrameOfReferenceUID", "NumberOfFrames",
+                    "SegmentationType", "SeriesDescription", "ContentLabel", "SoftwareVersions"):
+        assert getattr(a, keyword) == getattr(b, keyword), keyword
+    assert a.ReferencedSeriesSequence == b.ReferencedSeriesSequence
+    assert a.SegmentSequence == b.SegmentSequence  # labels, codes, AUTOMATIC, algorithm name/version/parameters
+    assert a.PerFrameFunctionalGroupsSequence == b.PerFrameFunctionalGroupsSequence
+    assert a.SOPInstanceUID != b.SOPInstanceUID
