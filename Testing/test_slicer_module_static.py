@@ -321,6 +321,12 @@ def test_user_facing_strings_are_translatable():
     for name in ("title", "helpText", "acknowledgementText"):
         assert re.search(rf"self\.parent\.{name} = _\(", source), name
     assert bare == [], f"user-facing strings not wrapped in _(): {bare}"
+    # the helpers whose texts the panel shows (dialogs, device line, cache note) mark them too
+    for helper in ("dependencies.py", "engine_info.py"):
+        text = (LOGIC_DIR / helper).read_text(encoding="utf-8")
+        assert "from slicer.i18n import tr as _" in text and "except ImportError:" in text, helper
+    dialogs = (LOGIC_DIR / "dependencies.py").read_text(encoding="utf-8")
+    assert not re.search(r'(errorDisplay|confirmOkCancelDisplay|confirmYesNoDisplay)\(\s*f?"', dialogs)
 
 
 def test_heavy_self_test_is_behind_a_switch():

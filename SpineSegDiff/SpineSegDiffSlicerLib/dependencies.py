@@ -23,6 +23,12 @@ except ImportError:  # pragma: no cover - Slicer's Python without 'packaging': p
     from pip._vendor.packaging.requirements import Requirement
     from pip._vendor.packaging.version import InvalidVersion, Version
 
+try:  # the panel's texts, translatable as in Slicer's own modules; plain text outside Slicer
+    from slicer.i18n import tr as _
+except ImportError:
+    def _(text: str) -> str:
+        return text
+
 # Import name -> distribution name; what the engine process needs in Slicer's Python.
 ENGINE_IMPORTS = {"torch": "torch", "monai": "monai", "SimpleITK": "SimpleITK",
                   "safetensors": "safetensors", "scipy": "scipy", "slicerio": "slicerio",
@@ -88,17 +94,19 @@ def torch_problem(installed_version: Callable[[str], str | None] = _installed_ve
     Read from the package metadata: Slicer's process never imports torch."""
     version = installed_version("torch")
     if version is None:
-        return "torch (PyTorch) is not installed"
+        return _("torch (PyTorch) is not installed")
     # local builds carry '+cu121' etc.: compare the public version
     if not satisfied(Requirement("torch" + TORCH_REQUIREMENT), version.split("+", 1)[0]):
-        return f"torch {version} is too old; SpineSegDiff needs torch{TORCH_REQUIREMENT}"
+        return _("torch {version} is too old; SpineSegDiff needs torch{requirement}").format(
+            version=version, requirement=TORCH_REQUIREMENT)
     return None
 
 
 def slicer_version_problem(major: int, minor: int) -> str | None:
     if (major, minor) < MIN_SLICER_VERSION:
         need = ".".join(map(str, MIN_SLICER_VERSION))
-        return f"SpineSegDiff needs Slicer {need} or newer (this is {major}.{minor}): its DICOM packages need Python 3.10"
+        return _("SpineSegDiff needs Slicer {need} or newer (this is {major}.{minor}): its DICOM packages "
+                 "need Python 3.10").format(need=need, major=major, minor=minor)
     return None
 
 
@@ -138,16 +146,16 @@ def _install_with_pip(missing: list[Requirement], ask_confirmation: bool) -> boo
 
     lines = [str(r) for r in missing]
     if ask_confirmation and not slicer.util.confirmOkCancelDisplay(
-            "SpineSegDiff needs these Python packages in Slicer:\n  " + "\n  ".join(lines) +
-            "\n\nInstall them now? This downloads several hundred MB and can take minutes.",
-            windowTitle="SpineSegDiff: install dependencies"):
+            _("SpineSegDiff needs these Python packages in Slicer:") + "\n  " + "\n  ".join(lines) + "\n\n" +
+            _("Install them now? This downloads several hundred MB and can take minutes."),
+            windowTitle=_("SpineSegDiff: install dependencies")):
         return False
     already_loaded = [r.name for r in missing if import_name_of(r) in sys.modules]
     slicer.util.pip_install(lines)
     if already_loaded:
         if ask_confirmation and slicer.util.confirmYesNoDisplay(
-                "Updated packages that Slicer had already loaded (" + ", ".join(already_loaded) +
-                "). Restart Slicer now to use them?", windowTitle="SpineSegDiff: restart needed"):
+                _("Updated packages that Slicer had already loaded ({names}). Restart Slicer now to use them?").format(
+                    names=", ".join(already_loaded)), windowTitle=_("SpineSegDiff: restart needed")):
             slicer.util.restart()
         logging.warning("SpineSegDiff: restart Slicer to use the updated " + ", ".join(already_loaded))
     return True
@@ -159,17 +167,18 @@ def _install_torch(problem: str, ask_confirmation: bool) -> bool:
     try:
         import PyTorchUtils
     except ImportError:
-        slicer.util.errorDisplay(f"{problem}. SpineSegDiff needs the PyTorch extension: install 'PyTorch' "
-                                 "in the Extensions Manager, restart Slicer, then try again.")
+        slicer.util.errorDisplay(problem + ". " + _("SpineSegDiff needs the PyTorch extension: install 'PyTorch' "
+                                                    "in the Extensions Manager, restart Slicer, then try again."))
         return False
     if ask_confirmation and not slicer.util.confirmOkCancelDisplay(
-            f"{problem}.\n\nInstall PyTorch{TORCH_REQUIREMENT} now (the PyTorch extension picks the build "
-            "for this computer)? This downloads several GB and can take minutes.",
-            windowTitle="SpineSegDiff: install PyTorch"):
+            problem + ".\n\n" + _("Install PyTorch{requirement} now (the PyTorch extension picks the build for "
+                                   "this computer)? This downloads several GB and can take minutes.").format(
+                requirement=TORCH_REQUIREMENT),
+            windowTitle=_("SpineSegDiff: install PyTorch")):
         return False
     if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
                                                      torchVersionRequirement=TORCH_REQUIREMENT) is None:
-        slicer.util.errorDisplay("PyTorch could not be installed; see the Python console "
-                                 "(View > Python Console) for pip's message.")
+        slicer.util.errorDisplay(_("PyTorch could not be installed; see the Python console "
+                                   "(View > Python Console) for pip's message."))
         return False
     return torch_problem() is None

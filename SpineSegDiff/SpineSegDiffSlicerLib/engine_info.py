@@ -12,10 +12,16 @@ from typing import Callable, Iterable
 
 from SpineSegDiffSlicerLib.process_runner import EngineProcess, python_environment
 
-CACHE_TITLES = {"models": "Model cache", "ensembles": "Sample cache"}
+try:  # the panel's texts, translatable as in Slicer's own modules; plain text outside Slicer
+    from slicer.i18n import tr as _
+except ImportError:
+    def _(text: str) -> str:
+        return text
+
+CACHE_TITLES = {"models": _("Model cache"), "ensembles": _("Sample cache")}
 # shown beside the sample cache: its files are computed from the images segmented
-SAMPLE_CACHE_NOTE = ("holds ensemble samples computed from the images you segmented (derived from patient "
-                     "images); clear it after working with patient data, or turn it off")
+SAMPLE_CACHE_NOTE = _("holds ensemble samples computed from the images you segmented (derived from patient "
+                      "images); clear it after working with patient data, or turn it off")
 
 
 def info_command(python_executable: str | os.PathLike, clear: Iterable[str] = ()) -> list[str]:
@@ -75,17 +81,19 @@ def device_text(report: dict, requested: str = "auto") -> str:
     """One line: what a run with ``--device requested`` will use, with the fallback said."""
     devices = report["devices"]
     cpu = devices["cpu"]
-    cpu_text = f"CPU ({cpu['threads']} threads of {cpu['cores']} cores)"
+    cpu_text = _("CPU ({threads} threads of {cores} cores)").format(threads=cpu["threads"], cores=cpu["cores"])
     target = devices["auto"] if requested == "auto" else requested
     if target == "cuda" and devices["cuda"]:
         gpu = devices["cuda"][0]
-        text = f"CUDA GPU {gpu['index']}: {gpu['name']} ({gpu['memory_gb']} GB)"
+        text = _("CUDA GPU {index}: {name} ({memory} GB)").format(index=gpu["index"], name=gpu["name"],
+                                                                 memory=gpu["memory_gb"])
     elif target == "mps" and devices["mps"]:
-        text = "Apple GPU (MPS)"
+        text = _("Apple GPU (MPS)")
     else:
         text = cpu_text
         if requested in ("cuda", "mps"):
-            text += f": no {'CUDA GPU' if requested == 'cuda' else 'Apple GPU (MPS)'} here, the run falls back to the CPU"
+            missing = _("CUDA GPU") if requested == "cuda" else _("Apple GPU (MPS)")
+            text += ": " + _("no {device} here, the run falls back to the CPU").format(device=missing)
     return f"{text}; torch {devices['torch']}"
 
 
