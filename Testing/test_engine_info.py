@@ -82,3 +82,20 @@ def test_the_engine_takes_device_mps_and_says_when_it_falls_back():
         assert device.type == "mps" and note is None
     else:
         assert device.type == "cpu" and note == "no Apple GPU (MPS) is available: running on the CPU (slower)"
+
+
+def test_caches_are_shown_before_torch_is_installed(cache_root, tmp_path):
+    """Slicer before its dependencies: `info --json` still reports the caches, and the device line says why not."""
+    import json
+    import subprocess
+
+    code = ("import sys; sys.modules['torch'] = None; from SpineSegDiffLib.cli.entry import main; "
+            "sys.exit(main(['info', '--json']))")  # torch made unimportable, as in a fresh Slicer
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["devices"]["torch"] is None and "torch is not installed" in report["devices"]["note"]
+    assert {row["kind"]: row["size"] for row in cache_rows(report)}["ensembles"] == "3.0 MB"
+    assert device_text(report) == "not known yet: torch is not installed (Segment offers to install it)"
+    assert available_devices(report) == ["auto", "cuda", "mps", "cpu"]  # nothing greyed out before torch is known

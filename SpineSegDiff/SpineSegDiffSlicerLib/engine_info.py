@@ -72,14 +72,18 @@ def format_size(n_bytes: int) -> str:
 
 
 def available_devices(report: dict) -> list[str]:
-    """The device names a run can really use here ('auto' and 'cpu' always)."""
+    """The device names a run can really use here ('auto' and 'cpu' always; all while torch is unknown)."""
     devices = report["devices"]
+    if not devices.get("torch"):
+        return ["auto", "cuda", "mps", "cpu"]
     return ["auto"] + (["cuda"] if devices["cuda"] else []) + (["mps"] if devices["mps"] else []) + ["cpu"]
 
 
 def device_text(report: dict, requested: str = "auto") -> str:
     """One line: what a run with ``--device requested`` will use, with the fallback said."""
     devices = report["devices"]
+    if not devices.get("torch"):
+        return _("not known yet: torch is not installed (Segment offers to install it)")
     cpu = devices["cpu"]
     cpu_text = _("CPU ({threads} threads of {cores} cores)").format(threads=cpu["threads"], cores=cpu["cores"])
     target = devices["auto"] if requested == "auto" else requested
