@@ -161,6 +161,7 @@ class SpineSegDiffWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._pollTimer.connect("timeout()", self.onPollTimer)
         self._engineInfo = None  # the last `spinesegdiff info --json` report
         self._infoProcess = None
+        self._pendingClear = ()  # caches to clear once the running info process ends
         self._infoTimer = qt.QTimer()
         self._infoTimer.setInterval(POLL_INTERVAL_MS)
         self._infoTimer.connect("timeout()", self.onInfoTimer)
@@ -403,7 +404,8 @@ class SpineSegDiffWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- device and caches (from `spinesegdiff info --json`, run in the engine's process) -----------
     def refreshEngineInfo(self, clear=()) -> None:
-        if self._infoProcess is not None:
+        if self._infoProcess is not None:  # one at a time; a Clear pressed meanwhile runs next
+            self._pendingClear = tuple(dict.fromkeys(self._pendingClear + tuple(clear)))
             return
         try:
             self._infoProcess = self.logic.startEngineInfo(self.onEngineInfo, self.onEngineInfoFailed, clear)
@@ -415,6 +417,9 @@ class SpineSegDiffWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onInfoTimer(self) -> None:
         if self._infoProcess is None or not self._infoProcess.poll():
             self._infoTimer.stop()
+            if self._infoProcess is None and self._pendingClear:
+                clear, self._pendingClear = self._pendingClear, ()
+                self.refreshEngineInfo(clear)
 
     def onEngineInfo(self, report: dict) -> None:
         self._infoProcess = None
