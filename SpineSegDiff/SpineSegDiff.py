@@ -14,11 +14,21 @@ from typing import Annotated, Callable, Optional
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
+
+try:  # Slicer >= 5.3: strings marked for translation, as Slicer's own modules do
+    from slicer.i18n import tr as _
+    from slicer.i18n import translate
+except ImportError:  # older Slicer: shown untranslated
+    def _(text: str) -> str:
+        return text
+
+    def translate(context: str, text: str) -> str:
+        return text
 
 from SpineSegDiffSlicerLib.engine_path import ensure_engine_importable, forget_modules
 
@@ -28,14 +38,16 @@ ENGINE_DIR = ensure_engine_importable(MODULE_DIR)
 
 from SpineSegDiffLib.core.device_names import DEVICE_NAMES  # noqa: E402  (needs the engine path)
 from SpineSegDiffLib.core.errors import SpineSegDiffError  # noqa: E402
-from SpineSegDiffSlicerLib import dependencies, model_choices  # noqa: E402
+from SpineSegDiffSlicerLib import dependencies, dicom_export, engine_info, model_choices, terminology  # noqa: E402
 from SpineSegDiffSlicerLib.export import export_for_training, slicer_provenance  # noqa: E402
 from SpineSegDiffSlicerLib.formatting import describe_progress, format_duration, review_cells  # noqa: E402
 from SpineSegDiffSlicerLib.engine_run import INPUT_NAME, start_segmentation, wait_for  # noqa: E402
-from SpineSegDiffSlicerLib.engine_run import python_executable, write_input_volume  # noqa: E402  # noqa: E402
+from SpineSegDiffSlicerLib.engine_run import python_executable, write_input_volume  # noqa: E402
+from SpineSegDiffSlicerLib.measurements_table import level_point_ras  # noqa: E402
 from SpineSegDiffSlicerLib.outcome import SegmentationOutcome  # noqa: E402
 from SpineSegDiffSlicerLib.review import jump_to, node_review_rows  # noqa: E402
 from SpineSegDiffSlicerLib.sample_data import register_sample_data  # noqa: E402
+from SpineSegDiffSlicerLib.segment_editor import setup_editor_node  # noqa: E402
 from SpineSegDiffSlicerLib.self_test import SpineSegDiffSelfTest  # noqa: E402
 from SpineSegDiffSlicerLib.uncertainty_display import show_overlay  # noqa: E402
 
@@ -44,6 +56,7 @@ SAMPLE_FILE = RESOURCES_DIR / "SampleData" / "spinesegdiff_phantom_t2.nrrd"
 SAMPLE_NAME = "SpineSegDiffPhantomT2"
 DEMO_MODEL_ID = "spinesegdiff-demo"
 POLL_INTERVAL_MS = 100
+DOCS_URL = "https://github.com/SpineSegDiff/SlicerSpineSegDiff/blob/main/docs/slicer.md"
 
 
 # -- Module ---------------------------------------------------------------------------
@@ -52,25 +65,40 @@ POLL_INTERVAL_MS = 100
 class SpineSegDiff(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "SpineSegDiff"
-        self.parent.categories = ["Segmentation"]
+        self.parent.title = _("SpineSegDiff")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
-        self.parent.contributors = ["SpineSegDiff contributors"]
-        self.parent.helpText = """
+        self.parent.contributors = ["SpineSegDiff project (SpineSegDiff contributors)"]
+        self.parent.helpText = _("""
 Segments lumbar spine MRI into spinal canal, vertebrae and intervertebral discs with a
 conditional diffusion model (Diff-UNet style, 2D sagittal slices) and shows a voxel-wise
 uncertainty map. Pick a volume and a model, press <b>Segment</b>: the model runs in a
 background process (Cancel stops it). The <b>Review</b> table lists each structure's volume
 and mean uncertainty, most uncertain first; click a row to jump to where the model is least
-sure. Correct the segments in Segment Editor, then <b>Export</b> the case to a retraining
-data set. Research software, not for clinical use.
-"""
-        self.parent.acknowledgementText = """
+sure. <b>Edit in Segment Editor</b> opens the result for correction; <b>Export</b> adds the
+case to a retraining data set, or writes a DICOM SEG when the input came from DICOM.
+Research software, not for clinical use.
+""") + f'<p><a href="{DOCS_URL}">' + _("Documentation") + "</a></p>"
+        self.parent.acknowledgementText = _("""
 Method after SpineSegDiff (MIDL 2025, "Enhancing Low Back Pain Assessment with Diffusion
 Models for Lumbar Spine MRI Segmentation") and Diff-UNet. Panel structure learned from the
 Slicer scripted module template, SlicerNNUnet and SlicerMONAIAuto3DSeg.
-"""
-        slicer.app.connect("startupCompleted()", registerSampleData)
+""")
+        slicer.app.connect("startupCompleted()", onStartupCompleted)
+
+
+def onStartupCompleted() -> None:
+    registerSampleData()
+    loadTerminology()
+
+
+def loadTerminology() -> None:
+    """Load the segments' coded anatomy (SpineSegDiff.term.json) into Slicer's terminologies,
+    at startup as TotalSegmentator and MONAIAuto3DSeg do, so the Segment Editor shows it."""
+    try:
+        terminology.load_terminology(slicer.modules.terminologies.logic(), MODULE_DIR)
+    except Exception as exc:  # a missing terminology must not stop Slicer from starting
+        logging.error(f"SpineSegDiff: could not load the terminology: {exc}")
 
 
 def registerSampleData() -> None:
@@ -92,6 +120,9 @@ class SpineSegDiffParameterNode:
     uncertaintyOpacity, showUncertainty - the uncertainty overlay in the slice views.
     datasetFolder - where Export adds retraining cases.
     segmentation, uncertainty - the last run's result nodes (reused on re-run).
+    useSampleCache - off: runs use --no-cache (nothing derived from the images kept on disk).
+    measurements - levels and per-level measurements (--output-measurements) with the run.
+    measurementsTable - the last run's measurements, when it measured.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -105,6 +136,9 @@ class SpineSegDiffParameterNode:
     datasetFolder: pathlib.Path = pathlib.Path.home() / "SpineSegDiff-dataset"
     segmentation: vtkMRMLSegmentationNode
     uncertainty: vtkMRMLScalarVolumeNode
+    useSampleCache: bool = True
+    measurements: bool = False
+    measurementsTable: vtkMRMLTableNode
 
 
 # -- Widget ---------------------------------------------------------------------------
@@ -125,6 +159,12 @@ class SpineSegDiffWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_INTERVAL_MS)
         self._pollTimer.connect("timeout()", self.onPollTimer)
+        self._engineInfo = None  # the last `spinesegdiff info --json` report
+        self._infoProcess = None
+        self._pendingClear = ()  # caches to clear once the running info process ends
+        self._infoTimer = qt.QTimer()
+        self._infoTimer.setInterval(POLL_INTERVAL_MS)
+        self._infoTimer.connect("timeout()", self.onInfoTimer)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -145,9 +185,16 @@ class SpineSegDiffWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentButton.connect("clicked(bool)", self.onSegmentOrCancel)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
         self.ui.reviewTable.connect("cellClicked(int,int)", self.onReviewRowClicked)
+        self.ui.editButton.connect("clicked(bool)", self.onEditInSegmentEditor)
+        self.ui.exportDicomSegButton.connect("clicked(bool)", self.onExportDicomSeg)
+        self.ui.measurementsTableView.connect("clicked(QModelIndex)", self.onMeasurementClicked)
+        self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChosen)
+        self.ui.clearModelCacheButton.connect("clicked(bool)", lambda: self.onClearCache("models"))
+        self.ui.clearSampleCacheButton.connect("clicked(bool)", lambda: self.onClearCache("ensembles"))
 
         self.initializeParameterNode()
         self.refreshModels()
+        self.refreshEngineInfo()
 
     def onReload(self) -> None:
         # Slicer's Reload re-reads this file only: forget the sub-packages so their edits load too
@@ -155,9 +202,11 @@ class SpineSegDiffWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         super().onReload()
 
     def cleanup(self) -> None:
-        if self._process is not None:
-            self._process.cancel()
+        for process in (self._process, self._infoProcess):
+            if process is not None:
+                process.cancel()
         self._pollTimer.stop()
+        self._infoTimer.stop()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -205,12 +254,20 @@ class SpineSegDiffWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         running = self._process is not None
         ok, why = self.logic.canSegment(node) if node else (False, "no parameter node")
-        self.ui.segmentButton.text = "Cancel" if running else "Segment"
+        self.ui.segmentButton.text = _("Cancel") if running else _("Segment")
         self.ui.segmentButton.enabled = running or ok
-        self.ui.segmentButton.toolTip = ("Stop the running segmentation; nothing is kept" if running else
-                                         "Segment the spinal canal, vertebrae and discs of the input volume"
+        self.ui.segmentButton.toolTip = (_("Stop the running segmentation; nothing is kept") if running else
+                                         _("Segment the spinal canal, vertebrae and discs of the input volume")
                                          if ok else why)
-        self.ui.exportButton.enabled = bool(node and node.segmentation and node.inputVolume and not running)
+        hasResult = bool(node and node.segmentation and node.inputVolume and not running)
+        self.ui.exportButton.enabled = hasResult
+        self.ui.editButton.enabled = hasResult
+        self.ui.exportDicomSegButton.enabled = hasResult and dicom_export.is_from_dicom(node.inputVolume)
+        table = node.measurementsTable if node else None
+        if self.ui.measurementsTableView.mrmlTableNode() is not table:  # re-setting would reset the view
+            self.ui.measurementsTableView.setMRMLTableNode(table)
+        self.ui.measurementsTableView.visible = table is not None
+        self.ui.measurementsLabel.visible = table is not None
         # re-apply the overlay only when its own settings change, so other parameter edits
         # never undo what the user chose in the slice views
         overlay = (node.uncertainty.GetID() if node.uncertainty else None, node.uncertaintyOpacity,
@@ -228,7 +285,7 @@ class SpineSegDiffWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for modelId, title in self.logic.availableModels():
                 combo.addItem(title, modelId)
         except SpineSegDiffError as exc:  # a damaged registry must not break the panel
-            logging.error(f"SpineSegDiff: cannot list models: {exc}")
+            logging.error(_("SpineSegDiff: cannot list models: {error}").format(error=exc))
             combo.addItem(DEMO_MODEL_ID, DEMO_MODEL_ID)
         combo.blockSignals(wasBlocked)
         if self._parameterNode:
@@ -250,11 +307,11 @@ class SpineSegDiffWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.selectModel(self._parameterNode, self.ui.modelComboBox.itemData(index))
 
     def onAddModel(self) -> None:
-        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Add a SpineSegDiff model",
-                                              "", "SpineSegDiff model (*.zip)")
+        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), _("Add a SpineSegDiff model"),
+                                              "", _("SpineSegDiff model") + " (*.zip)")
         if not path:
             return
-        with slicer.util.tryWithErrorDisplay("Could not add the model.", waitCursor=True):
+        with slicer.util.tryWithErrorDisplay(_("Could not add the model."), waitCursor=True):
             if not self.logic.setupDependencies():
                 return
             modelId = self.logic.addModelFromFile(path)
@@ -265,10 +322,10 @@ class SpineSegDiffWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- segmentation -----------------------------------------------------------------------
     def onSegmentOrCancel(self) -> None:
         if self._process is not None:
-            self.ui.statusLabel.text = "Cancelling..."
+            self.ui.statusLabel.text = _("Cancelling...")
             self._process.cancel()
             return
-        with slicer.util.tryWithErrorDisplay("Could not start the segmentation.", waitCursor=True):
+        with slicer.util.tryWithErrorDisplay(_("Could not start the segmentation."), waitCursor=True):
             if not self.logic.setupDependencies():
                 return
             self.ui.logTextEdit.clear()
@@ -277,7 +334,7 @@ class SpineSegDiffWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                onFinished=self.onFinished)
             self.ui.progressBar.value = 0
             self.ui.progressBar.show()
-            self.ui.statusLabel.text = "Starting..."
+            self.ui.statusLabel.text = _("Starting...")
             self._pollTimer.start()
         self.onParameterNodeModified()
 
@@ -295,15 +352,16 @@ class SpineSegDiffWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._pollTimer.stop()
         self.ui.progressBar.hide()
         if outcome.ok:
-            self.ui.statusLabel.text = f"Done in {format_duration(outcome.seconds)}."
+            self.ui.statusLabel.text = _("Done in {duration}.").format(duration=format_duration(outcome.seconds))
             self._showReviewRows(outcome.reviewRows)
         elif outcome.cancelled:
-            self.ui.statusLabel.text = "Cancelled; nothing was changed."
+            self.ui.statusLabel.text = _("Cancelled; nothing was changed.")
         else:
-            self.ui.statusLabel.text = "Failed: " + outcome.message
-            slicer.util.errorDisplay(f"Segmentation failed: {outcome.message}",
+            self.ui.statusLabel.text = _("Failed: {message}").format(message=outcome.message)
+            slicer.util.errorDisplay(_("Segmentation failed: {message}").format(message=outcome.message),
                                      detailedText=outcome.log[-20000:] if outcome.log else None)
         self.onParameterNodeModified()
+        self.refreshEngineInfo()  # the run may have filled the sample cache
 
     # -- review and export ----------------------------------------------------------------------
     def _showReviewRows(self, rows) -> None:
@@ -322,9 +380,80 @@ class SpineSegDiffWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.jumpTo(self._rows[rowIndex])
 
     def onExport(self) -> None:
-        with slicer.util.tryWithErrorDisplay("Could not export the case.", waitCursor=True):
+        with slicer.util.tryWithErrorDisplay(_("Could not export the case."), waitCursor=True):
             labelPath = self.logic.exportForTraining(self._parameterNode)
-            self.ui.statusLabel.text = f"Exported to {labelPath.parent.parent}"
+            self.ui.statusLabel.text = _("Exported to {folder}").format(folder=labelPath.parent.parent)
+
+    def onExportDicomSeg(self) -> None:
+        path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), _("Export DICOM SEG"),
+                                              "segmentation.dcm", _("DICOM file") + " (*.dcm)")
+        if not path:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not write the DICOM SEG."), waitCursor=True):
+            written = self.logic.exportDicomSeg(self._parameterNode, path)
+            self.ui.statusLabel.text = _("DICOM SEG written to {path}").format(path=written)
+
+    def onEditInSegmentEditor(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Could not open the Segment Editor."), waitCursor=True):
+            self.logic.editInSegmentEditor(self._parameterNode, self._rows[0].key if self._rows else None)
+
+    def onMeasurementClicked(self, index) -> None:
+        table = self._parameterNode.measurementsTable if self._parameterNode else None
+        if table is not None:
+            self.logic.jumpToLevel(table, index.row())
+
+    # -- device and caches (from `spinesegdiff info --json`, run in the engine's process) -----------
+    def refreshEngineInfo(self, clear=()) -> None:
+        if self._infoProcess is not None:  # one at a time; a Clear pressed meanwhile runs next
+            self._pendingClear = tuple(dict.fromkeys(self._pendingClear + tuple(clear)))
+            return
+        try:
+            self._infoProcess = self.logic.startEngineInfo(self.onEngineInfo, self.onEngineInfoFailed, clear)
+        except OSError as exc:
+            self.onEngineInfoFailed(str(exc))
+            return
+        self._infoTimer.start()
+
+    def onInfoTimer(self) -> None:
+        if self._infoProcess is None or not self._infoProcess.poll():
+            self._infoTimer.stop()
+            if self._infoProcess is None and self._pendingClear:
+                clear, self._pendingClear = self._pendingClear, ()
+                self.refreshEngineInfo(clear)
+
+    def onEngineInfo(self, report: dict) -> None:
+        self._infoProcess = None
+        self._engineInfo = report
+        labels = {"models": self.ui.modelCacheLabel, "ensembles": self.ui.sampleCacheLabel}
+        for row in engine_info.cache_rows(report):
+            labels[row["kind"]].text = _("{title}: {size} in {folder}").format(
+                title=row["title"], size=row["size"], folder=row["folder"])
+            labels[row["kind"]].toolTip = row["note"]
+        # devices this computer lacks stay in the list (saved scenes may name them) but greyed out
+        available = engine_info.available_devices(report)
+        model = self.ui.deviceComboBox.model()
+        for index in range(self.ui.deviceComboBox.count):
+            model.item(index).setEnabled(self.ui.deviceComboBox.itemText(index) in available)
+        self.onDeviceChosen()
+
+    def onEngineInfoFailed(self, message: str) -> None:
+        self._infoProcess = None
+        text = _("Device and caches unknown: {message} (the engine's packages may not be installed yet; "
+                 "press Segment to install them)").format(message=message)
+        self.ui.deviceInfoLabel.text = text
+        self.ui.modelCacheLabel.text = self.ui.sampleCacheLabel.text = _("unknown")
+
+    def onDeviceChosen(self, index=None) -> None:
+        if self._engineInfo is not None:
+            device = self.ui.deviceComboBox.currentText or "auto"
+            self.ui.deviceInfoLabel.text = _("A run will use: {device}").format(
+                device=engine_info.device_text(self._engineInfo, device))
+
+    def onClearCache(self, kind: str) -> None:
+        what = _("model cache") if kind == "models" else _("sample cache")
+        if slicer.util.confirmOkCancelDisplay(_("Clear the {what}?").format(what=what),
+                                              windowTitle=_("SpineSegDiff: caches")):
+            self.refreshEngineInfo(clear=(kind,))
 
 
 # -- Logic ----------------------------------------------------------------------------
@@ -347,11 +476,11 @@ class SpineSegDiffLogic(ScriptedLoadableModuleLogic):
         """(ok, why not) for the Segment button."""
         volume = parameterNode.inputVolume
         if volume is None:
-            return False, "Select an input volume"
+            return False, _("Select an input volume")
         if volume.GetImageData() is None:
-            return False, f"Volume '{volume.GetName()}' has no image data"
+            return False, _("Volume '{name}' has no image data").format(name=volume.GetName())
         if not parameterNode.modelId:
-            return False, "Select a model"
+            return False, _("Select a model")
         return True, ""
 
     # -- dependencies ------------------------------------------------------------------------
@@ -405,6 +534,7 @@ class SpineSegDiffLogic(ScriptedLoadableModuleLogic):
             with slicer.util.NodeModify(parameterNode.parameterNode):
                 parameterNode.segmentation = results.segmentation_node
                 parameterNode.uncertainty = results.uncertainty_node
+                parameterNode.measurementsTable = results.measurements_table
             results.segmentation_node.CreateClosedSurfaceRepresentation()
             self.updateOverlay(parameterNode)
 
@@ -418,7 +548,8 @@ class SpineSegDiffLogic(ScriptedLoadableModuleLogic):
             model=parameterNode.modelId, samples=int(round(parameterNode.samples)), steps=parameterNode.steps,
             device=parameterNode.device, python_executable=python_executable(), engine_dir=ENGINE_DIR,
             on_finished=finished, on_imported=imported, segmentation_node=parameterNode.segmentation,
-            on_progress=onProgress, on_log=onLog)
+            on_progress=onProgress, on_log=onLog, no_cache=not parameterNode.useSampleCache,
+            measurements=parameterNode.measurements)
         if waitForCompletion:
             wait_for(process, timeout)
             if not self.lastOutcome.ok:
@@ -442,6 +573,34 @@ class SpineSegDiffLogic(ScriptedLoadableModuleLogic):
         if row.peak_ras is None:
             return
         jump_to(slicer.mrmlScene, row.peak_ras)
+
+    @staticmethod
+    def jumpToLevel(table, row: int) -> None:
+        """Centre the slice views on the level of a measurements-table row (none for case-wide rows)."""
+        ras = level_point_ras(table, row)
+        if ras is not None:
+            jump_to(slicer.mrmlScene, ras)
+
+    @staticmethod
+    def startEngineInfo(onReport: Callable, onFailed: Callable, clear=()):
+        """`spinesegdiff info --json` (clearing ``clear`` caches first) in an engine process."""
+        return engine_info.start_info(python_executable(), ENGINE_DIR, onReport, onFailed, clear)
+
+    def editInSegmentEditor(self, parameterNode, segmentId: Optional[str] = None) -> None:
+        """Open the Segment Editor on the result and its source volume, the uncertainty still shown."""
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+        setup_editor_node(editor.mrmlSegmentEditorNode(), parameterNode.segmentation, parameterNode.inputVolume,
+                          segmentId)
+        # the editor shows its source volume in the background; put the uncertainty back on top
+        self.updateOverlay(parameterNode)
+
+    @staticmethod
+    def exportDicomSeg(parameterNode, path: str) -> pathlib.Path:
+        """Write the (edited) segmentation as DICOM SEG with the engine's writer (input from DICOM only)."""
+        return dicom_export.export_dicom_seg(
+            slicer.modules.segmentations.logic(), parameterNode.segmentation, parameterNode.inputVolume, path,
+            slicer.dicomDatabase.fileForInstance, python_executable(), ENGINE_DIR)
 
     def exportForTraining(self, parameterNode) -> pathlib.Path:
         """Add the input and its (reviewed) segmentation as one case to the data set folder."""

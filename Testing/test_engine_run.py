@@ -25,7 +25,7 @@ def _scene_and_volume(phantom_folder):
     return scene, segmentations_logic, volume
 
 
-def _start(scene, segmentations_logic, volume, work_dir, model, outcomes, imported):
+def _start(scene, segmentations_logic, volume, work_dir, model, outcomes, imported, **options):
     work_dir.mkdir()
     # what slicer.util.exportNode (write_input_volume, which needs the Slicer application) does
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
@@ -33,7 +33,7 @@ def _start(scene, segmentations_logic, volume, work_dir, model, outcomes, import
     assert storage.WriteData(volume)
     return start_segmentation(scene, segmentations_logic, volume, work_dir, model=str(model), samples=1, steps=2,
                               device="cpu", python_executable=sys.executable, engine_dir=REPO,
-                              on_finished=outcomes.append, on_imported=imported.append)
+                              on_finished=outcomes.append, on_imported=imported.append, **options)
 
 
 @pytest.mark.slow
@@ -59,3 +59,24 @@ def test_a_failed_run_changes_nothing_and_removes_the_work_folder(tmp_path, phan
     assert "no-such-model.zip" in outcomes[0].message
     assert imported == [] and scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
     assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.slow
+def test_levels_and_measurements_become_a_table_and_no_cache_writes_no_samples(tmp_path, phantom_folder, tiny_model,
+                                                                                 monkeypatch):
+    from SpineSegDiffSlicerLib.measurements_table import COLUMNS, level_point_ras
+
+    monkeypatch.setenv("SPINESEGDIFF_CACHE", str(tmp_path / "cache" / "models"))  # the engine inherits it
+    scene, segmentations_logic, volume = _scene_and_volume(phantom_folder)
+    outcomes, imported = [], []
+    process = _start(scene, segmentations_logic, volume, tmp_path / "work", tiny_model, outcomes, imported,
+                     measurements=True, no_cache=True)
+    wait_for(process, RUN_TIMEOUT_S)
+    assert outcomes[0].ok, outcomes[0].message
+    table = imported[0].measurements_table
+    assert table is not None and table.GetScene() is scene and table.GetNumberOfRows() > 0
+    assert [table.GetColumnName(i) for i in range(table.GetNumberOfColumns())] == list(COLUMNS)
+    rows_with_level = [r for r in range(table.GetNumberOfRows()) if level_point_ras(table, r) is not None]
+    notes = [table.GetCellText(r, COLUMNS.index("note")) for r in range(table.GetNumberOfRows())]
+    assert rows_with_level or all(notes), "a table without levels must say why in every row"
+    assert not (tmp_path / "cache" / "ensembles").exists() or not any((tmp_path / "cache" / "ensembles").iterdir())

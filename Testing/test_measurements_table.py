@@ -12,7 +12,8 @@ import slicer
 from SpineSegDiffLib.data.phantom import generate_case, semantic_from_spider_values
 from SpineSegDiffLib.measure.case import measure_case
 from SpineSegDiffLib.measure.files import write_measurements
-from SpineSegDiffSlicerLib.measurements_table import COLUMNS, level_point_ras, measurements_table
+from SpineSegDiffSlicerLib.measurements_table import (COLUMNS, level_point_ras, measurements_table,
+                                                      replace_measurements_table)
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +57,20 @@ def test_a_row_gives_the_ras_point_of_its_level(report_path):
     lps = next(lv["centroid_lps"] for lv in report["levels"] if lv["name"] == name)
     np.testing.assert_allclose(level_point_ras(table, first_level_row), (-lps[0], -lps[1], lps[2]))
     assert level_point_ras(table, 0) is None  # a case-wide warning has no level
+
+
+def test_a_rerun_replaces_the_volumes_table_and_a_bad_file_changes_nothing(report_path, tmp_path):
+    scene = slicer.vtkMRMLScene()
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "mri")
+    other = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "other")
+    first = replace_measurements_table(scene, volume, report_path)
+    replace_measurements_table(scene, other, report_path)
+    second = replace_measurements_table(scene, volume, report_path)
+    tables = [scene.GetNthNodeByClass(i, "vtkMRMLTableNode") for i in range(scene.GetNumberOfNodesByClass("vtkMRMLTableNode"))]
+    assert len(tables) == 2 and first.GetScene() is None and second in tables
+    assert second.GetName() == "mri measurements" and second.GetNumberOfRows() == first.GetNumberOfRows() > 0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"levels": []}))
+    with pytest.raises(ValueError, match="no levels/measurements"):
+        replace_measurements_table(scene, volume, bad)
+    assert second.GetScene() is scene and scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 2

@@ -229,3 +229,10 @@ def test_segment_command_parses_with_the_real_cli(tmp_path):
     values = {str(v) for v in args.values()}
     assert {"3", "7", "auto", "json", "model.zip", str(tmp_path / "in.nrrd"),
             outputs["segmentation"], outputs["uncertainty"], outputs["summary"]} <= values
+    assert args["no_cache"] is False and args["output_measurements"] is None and "measurements" not in outputs
+    # the panel's "Levels and measurements" and "Use the sample cache" switches, and MPS
+    command, outputs = segment_command(sys.executable, tmp_path / "in.nrrd", "model.zip", 3, 7, "mps", tmp_path,
+                                       no_cache=True, measurements=True)
+    args = vars(parser.parse_args(command[4:]))
+    assert args["no_cache"] is True and args["device"] == "mps"
+    assert str(args["output_measurements"]) == outputs["measurements"] and outputs["measurements"].endswith(".json")

@@ -66,37 +66,51 @@ def test_every_panel_device_is_accepted_by_the_engine_command(tmp_path):
 
 def _requirements(tmp_path: Path) -> Path:
     path = tmp_path / "requirements.txt"
-    path.write_text("# comment\nmonai==1.6.1  # pinned\nSimpleITK==2.5.7\npillow==13.0.0\n"
-                    "unpinned-package\n\n", encoding="utf-8")
+    path.write_text("# comment\nmonai>=1.6.1,<2  # a range\nSimpleITK>=2.5.7,<3\npillow>=13.0.0,<14\n"
+                    "-c constraints.txt\n\n", encoding="utf-8")
     return path
 
 
-def test_pinned_requirements_skip_comments_and_unpinned_lines(tmp_path):
-    pins = dependencies.pinned_requirements(_requirements(tmp_path))
-    assert pins == {"monai": "monai==1.6.1", "simpleitk": "SimpleITK==2.5.7", "pillow": "pillow==13.0.0"}
+def test_requirements_are_read_as_ranges_skipping_comments_and_options(tmp_path):
+    requirements = dependencies.load_requirements(_requirements(tmp_path))
+    assert [str(r) for r in requirements] == ["monai<2,>=1.6.1", "SimpleITK<3,>=2.5.7", "pillow<14,>=13.0.0"]
 
 
-@pytest.mark.parametrize("line, name", [("pillow==13.0.0", "PIL"), ("SimpleITK==2.5.7", "SimpleITK"),
-                                        ("monai==1.6.1", "monai"), ("other==1", "other")])
+@pytest.mark.parametrize("line, name", [("pillow>=13.0.0", "PIL"), ("SimpleITK>=2.5.7,<3", "SimpleITK"),
+                                        ("monai<2", "monai"), ("other==1", "other")])
 def test_import_name_of(line, name):
     assert dependencies.import_name_of(line) == name
 
 
-def test_missing_requirements_compares_versions_and_keeps_slicers_simpleitk(tmp_path):
+def test_missing_requirements_accept_any_version_in_range_and_keep_slicers_simpleitk(tmp_path):
     requirements = _requirements(tmp_path)
-    installed = {"monai": "1.6.1", "pillow": "12.0.0"}  # SimpleITK: Slicer's own build, no wheel metadata
+    # a newer monai another extension installed is kept; pillow 12 is below the range, 14 above it
+    installed = {"monai": "1.9.0", "pillow": "12.0.0"}  # SimpleITK: Slicer's own build, no wheel metadata
     missing = dependencies.missing_requirements(requirements, installed_version=installed.get,
                                                 importable=lambda name: name == "SimpleITK")
-    assert missing == ["pillow==13.0.0"]
-    # without Slicer's SimpleITK it is installed from the pin
+    assert [r.name for r in missing] == ["pillow"]
+    installed = {"monai": "2.0.0", "pillow": "13.2.1"}
     missing = dependencies.missing_requirements(requirements, installed_version=installed.get,
                                                 importable=lambda name: False)
-    assert missing == ["SimpleITK==2.5.7", "pillow==13.0.0"]
+    assert [r.name for r in missing] == ["monai", "SimpleITK"]  # without Slicer's SimpleITK it is installed
+
+
+@pytest.mark.parametrize("version, problem", [
+    (None, "torch (PyTorch) is not installed"), ("2.1.2", "torch 2.1.2 is too old; SpineSegDiff needs torch>=2.4"),
+    ("2.4.0", None), ("2.13.0+cu128", None), ("2.5.0.dev20240801", None)])
+def test_torch_version_is_checked_not_only_its_presence(version, problem):
+    assert dependencies.torch_problem({"torch": version}.get) == problem
+
+
+def test_minimum_slicer_version():
+    assert dependencies.slicer_version_problem(5, 8) is None and dependencies.slicer_version_problem(6, 0) is None
+    assert "needs Slicer 5.8 or newer (this is 5.6)" in dependencies.slicer_version_problem(5, 6)
 
 
 def test_module_requirements_are_met_by_the_project_environment():
-    # the project's venv holds exactly the pinned versions, so nothing would be installed
+    # the project's venv holds the tested versions, inside every range: nothing would be installed
     assert dependencies.missing_requirements(MODULE_DIR / "Resources" / "requirements.txt") == []
+    assert dependencies.torch_problem() is None
 
 
 # -- engine path --------------------------------------------------------------------------------

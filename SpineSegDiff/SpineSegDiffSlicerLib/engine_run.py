@@ -46,18 +46,22 @@ def start_segmentation(scene, segmentations_logic, volume_node, work_dir: str | 
                        python_executable: str | os.PathLike, engine_dir: str | os.PathLike,
                        on_finished: Callable[[SegmentationOutcome], None],
                        on_imported: Callable | None = None, segmentation_node=None,
-                       on_progress: Callable | None = None, on_log: Callable | None = None) -> EngineProcess:
+                       on_progress: Callable | None = None, on_log: Callable | None = None,
+                       no_cache: bool = False, measurements: bool = False) -> EngineProcess:
     """Run the engine on ``work_dir/input.nrrd`` (already written) for ``volume_node``.
 
     When the process ends (inside ``process.poll()``/``wait()``), its outputs are imported
     (reusing ``segmentation_node``), ``on_imported(ImportedResults)`` runs, and
     ``on_finished(outcome)`` always runs; a failed import becomes a failed outcome.
+    ``measurements``: the run also writes per-level measurements, imported as a table
+    (``imported.measurements_table``, replacing the volume's previous one).
     """
+    from SpineSegDiffSlicerLib.measurements_table import replace_measurements_table
     from SpineSegDiffSlicerLib.results import import_results
 
     work_dir = Path(work_dir)
     command, outputs = segment_command(python_executable, work_dir / INPUT_NAME, model, samples, steps,
-                                       device, work_dir)
+                                       device, work_dir, no_cache=no_cache, measurements=measurements)
     started = time.monotonic()
     logging.info("SpineSegDiff: running " + " ".join(command))
 
@@ -70,6 +74,9 @@ def start_segmentation(scene, segmentations_logic, volume_node, work_dir: str | 
                 imported = import_results(scene, segmentations_logic, volume_node, outputs["segmentation"],
                                           outputs["uncertainty"], result.summary_path or outputs["summary"],
                                           segmentation_node=segmentation_node)
+                if "measurements" in outputs:
+                    imported.measurements_table = replace_measurements_table(scene, volume_node,
+                                                                             outputs["measurements"])
                 if on_imported is not None:
                     on_imported(imported)
                 outcome = SegmentationOutcome(result, imported.review_rows, seconds=seconds)

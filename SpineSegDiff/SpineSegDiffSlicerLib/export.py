@@ -22,6 +22,17 @@ def edited_by_person(segmentation_node, labels) -> bool:
     return imported is None or imported != labelmaps.checksum(labels)
 
 
+def edited_structures(segmentation_node, labels) -> list[str]:
+    """Keys of the structures whose voxels differ from what this node received at import
+    (all present structures when the import's checksums are unknown)."""
+    try:
+        imported = json.loads(segmentation_node.GetAttribute(node_tags.IMPORTED_STRUCTURES_SHA256) or "{}")
+    except json.JSONDecodeError:
+        imported = {}
+    now = labelmaps.structure_checksums(labels)
+    return [key for key, digest in now.items() if imported.get(key) != digest]
+
+
 def _model_provenance(segmentation_node) -> dict:
     text = segmentation_node.GetAttribute(node_tags.SUMMARY_JSON)
     try:
@@ -64,6 +75,7 @@ def export_for_training(scene: slicer.vtkMRMLScene, segmentations_logic, segment
     label.CopyInformation(image)
     record = {**_model_provenance(segmentation_node), **dict(provenance)}
     record["edited_by_person"] = edited_by_person(segmentation_node, labels)
+    record["edited_structures"] = edited_structures(segmentation_node, labels)
     record.setdefault("annotated_structures", list(values))
     folder = Path(dataset_folder)
     if not (folder / DATASET_JSON).exists():

@@ -107,3 +107,10 @@ def checksum(array: np.ndarray) -> str:
     digest = hashlib.sha256(repr(array.shape).encode())
     digest.update(np.ascontiguousarray(array, dtype=np.uint8).tobytes())
     return digest.hexdigest()
+
+
+def structure_checksums(array: np.ndarray) -> dict[str, str]:
+    """``checksum`` of each project structure's mask in a label array, by structure key."""
+    from SpineSegDiffLib.core.labels import STRUCTURES
+
+    return {s.key: checksum(array == s.value) for s in STRUCTURES}

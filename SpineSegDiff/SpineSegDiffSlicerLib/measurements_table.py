@@ -52,6 +52,23 @@ def measurements_table(scene: slicer.vtkMRMLScene, source, name: str = "SpineSeg
     return table
 
 
+def replace_measurements_table(scene: slicer.vtkMRMLScene, volume_node, source):
+    """The volume's measurements table from ``source``, replacing its previous one (a re-run
+    keeps one table per volume); tagged and placed like the other results."""
+    from . import node_tags
+    from .hierarchy import place_with_source
+
+    report = read_measurements(source)  # before touching the scene: a bad file changes nothing
+    old = node_tags.find_result_node(scene, "vtkMRMLTableNode", volume_node, node_tags.ROLE_MEASUREMENTS)
+    if old is not None:
+        scene.RemoveNode(old)
+    table = measurements_table(scene, report, f"{volume_node.GetName()} measurements")
+    table.SetAttribute(node_tags.INPUT_VOLUME_ID, volume_node.GetID())
+    table.SetAttribute(node_tags.ROLE, node_tags.ROLE_MEASUREMENTS)
+    place_with_source(scene, volume_node, (table,))
+    return table
+
+
 def level_point_ras(table, row: int) -> tuple[float, float, float] | None:
     """RAS point (mm) of the level named in ``row``, or None for a case-wide row."""
     points = json.loads(table.GetAttribute("SpineSegDiff.levelPoints") or "{}")

@@ -4,7 +4,10 @@ INPUT_VOLUME_ID = "SpineSegDiff.InputVolumeID"  # the volume node a result belon
 ROLE = "SpineSegDiff.Role"  # which result a node is (values below)
 ROLE_SEGMENTATION = "segmentation"
 ROLE_UNCERTAINTY = "uncertainty"
+ROLE_MEASUREMENTS = "measurements"
 IMPORTED_LABELS_SHA256 = "SpineSegDiff.ImportedLabelsSHA256"  # to tell whether a person edited
+# JSON {structure key: SHA-256 of its mask}, to tell which structures a person edited
+IMPORTED_STRUCTURES_SHA256 = "SpineSegDiff.ImportedStructuresSHA256"
 SUMMARY_JSON = "SpineSegDiff.Summary"  # the engine's summary, kept for provenance on export
 
 

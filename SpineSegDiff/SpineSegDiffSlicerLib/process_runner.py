@@ -262,11 +262,13 @@ def python_environment(engine_dir: str | os.PathLike, base: dict[str, str] | Non
 
 def segment_command(python_executable: str | os.PathLike, input_path: str | os.PathLike,
                     model: str, samples: int, steps: int, device: str,
-                    output_dir: str | os.PathLike) -> tuple[list[str], dict[str, str]]:
+                    output_dir: str | os.PathLike, *, no_cache: bool = False,
+                    measurements: bool = False) -> tuple[list[str], dict[str, str]]:
     """The `segment` command line of the engine contract, and the output paths it will write.
 
     Returns ``(command, outputs)`` with ``outputs`` keys ``segmentation``, ``uncertainty``,
-    ``summary``.
+    ``summary`` (and ``measurements`` when asked). ``no_cache``: the run neither reads nor
+    writes the sample cache (which holds results derived from patient images).
     """
     if int(samples) < 1 or int(steps) < 1:
         raise ValueError(f"samples ({samples}) and steps ({steps}) must be at least 1")
@@ -285,6 +287,11 @@ def segment_command(python_executable: str | os.PathLike, input_path: str | os.P
                "--output-uncertainty", outputs["uncertainty"],
                "--output-summary", outputs["summary"],
                "--progress", "json"]
+    if measurements:
+        outputs["measurements"] = os.path.join(output_dir, "measurements.json")
+        command += ["--output-measurements", outputs["measurements"]]
+    if no_cache:
+        command.append("--no-cache")
     return command, outputs
 
 

@@ -29,6 +29,7 @@ class ImportedResults:
     segmentation_node: slicer.vtkMRMLSegmentationNode
     uncertainty_node: slicer.vtkMRMLScalarVolumeNode
     review_rows: list[ReviewRow]
+    measurements_table: slicer.vtkMRMLTableNode | None = None  # when the run measured
 
 
 @dataclass
@@ -213,6 +214,8 @@ def import_results(scene: slicer.vtkMRMLScene, segmentations_logic, volume_node,
     seg_node = _result_segmentation_node(scene, volume_node, segmentation_node)
     set_structure_segments(segmentations_logic, seg_node, staged.labels, volume_node)
     seg_node.SetAttribute(node_tags.IMPORTED_LABELS_SHA256, labelmaps.checksum(staged.labels))
+    seg_node.SetAttribute(node_tags.IMPORTED_STRUCTURES_SHA256,
+                          json.dumps(labelmaps.structure_checksums(staged.labels)))
     seg_node.SetAttribute(node_tags.SUMMARY_JSON, json.dumps(staged.summary))
     uncertainty_node = _result_uncertainty_node(scene, volume_node, staged.uncertainty)
     place_with_source(scene, volume_node, (seg_node, uncertainty_node))

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "score a model on labelled data: Dice, HD95, uncertainty quality; JSON + report"),
     "phantom": ("phantom", "write synthetic lumbar MRI phantoms as a SPIDER-format folder"),
     "models": ("models", "list the registered models, or add a model file (.zip) from disk"),
+    "dicom-seg": ("dicom_seg", "write a labelmap on a DICOM series as a DICOM SEG (the writer `segment` uses)"),
     "info": ("info", "show the version, the device a run would use, and the caches (size; --clear-cache)"),
 }
 

@@ -22,8 +22,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def devices() -> dict:
-    """What torch sees: CUDA GPUs (name, memory), Apple MPS, CPU threads; and the default choice."""
-    import torch
+    """What torch sees: CUDA GPUs (name, memory), Apple MPS, CPU threads; and the default choice.
+    Without torch (Slicer before its dependencies are installed) the caches are still reported."""
+    try:
+        import torch
+    except ImportError:
+        return {"torch": None, "cuda": [], "mps": False,
+                "cpu": {"threads": None, "cores": os.cpu_count(), "machine": platform.machine()},
+                "auto": "cpu", "note": "torch is not installed; a run installs it (Slicer) or: pip install torch"}
 
     from SpineSegDiffLib.model.devices import choose_device
 
@@ -51,11 +57,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report))
         return 0
     d = report["devices"]
-    print(f"spinesegdiff {__version__}, torch {d['torch']}")
+    print(f"spinesegdiff {__version__}, torch {d['torch'] or 'not installed'}")
     for gpu in d["cuda"]:
         print(f"  CUDA {gpu['index']}: {gpu['name']} ({gpu['memory_gb']} GB)")
     print(f"  Apple MPS: {'available' if d['mps'] else 'not available'}")
-    print(f"  CPU: {d['cpu']['cores']} cores, torch uses {d['cpu']['threads']} threads")
+    print(f"  CPU: {d['cpu']['cores']} cores, torch uses {d['cpu']['threads'] or '?'} threads")
     print(f"  a run with --device auto uses: {d['auto']}")
     for kind, bytes_ in freed.items():
         print(f"cleared the {kind} cache: {_size(bytes_)} freed")

@@ -55,25 +55,31 @@ def algorithm_identification(model_identity: dict, settings: dict | None = None)
         version=f"{__version__} (model {model})"[:64], parameters=parameters)
 
 
-def segment_descriptions(algorithm) -> list:
+def segment_descriptions(algorithm, edited: frozenset[str] = frozenset()) -> list:
+    """One description per structure; a structure a person corrected (its key in ``edited``)
+    is SEMIAUTOMATIC, as DICOM defines it (automatic, then edited by a user)."""
     from highdicom.color import CIELabColor
     from highdicom.seg import SegmentAlgorithmTypeValues, SegmentDescription
 
     def description(s: Structure):
         rgb = tuple(int(round(255 * c)) for c in s.color)
+        kind = (SegmentAlgorithmTypeValues.SEMIAUTOMATIC if s.key in edited
+                else SegmentAlgorithmTypeValues.AUTOMATIC)
         return SegmentDescription(
             segment_number=s.value, segment_label=s.name,
             segmented_property_category=_coded(s.category), segmented_property_type=_coded(s.type),
-            algorithm_type=SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm,
+            algorithm_type=kind, algorithm_identification=algorithm,
             display_color=CIELabColor.from_rgb(*rgb))
 
     return [description(s) for s in STRUCTURES]
 
 
 def write_dicom_seg(labelmap: sitk.Image, source_image: sitk.Image, source_datasets: list,
-                    path: str | Path, model_identity: dict, settings: dict | None = None) -> None:
+                    path: str | Path, model_identity: dict, settings: dict | None = None,
+                    edited: frozenset[str] = frozenset()) -> None:
     """``labelmap`` (values = segment numbers) on ``source_image``'s grid, whose slice k is
-    ``source_datasets[k]``, written to ``path`` as a binary DICOM SEG."""
+    ``source_datasets[k]``, written to ``path`` as a binary DICOM SEG; structures whose key is in
+    ``edited`` are marked SEMIAUTOMATIC."""
     import highdicom as hd
     from pydicom.uid import generate_uid
 
@@ -88,7 +94,7 @@ def write_dicom_seg(labelmap: sitk.Image, source_image: sitk.Image, source_datas
     seg = hd.seg.Segmentation(
         source_images=source_datasets, pixel_array=voxels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=segment_descriptions(algorithm),
+        segment_descriptions=segment_descriptions(algorithm, frozenset(edited)),
         series_instance_uid=generate_uid(), series_number=SEG_SERIES_NUMBER,
         sop_instance_uid=generate_uid(), instance_number=1,
         manufacturer=ALGORITHM_NAME, manufacturer_model_name=ALGORITHM_NAME,
@@ -100,3 +106,32 @@ def write_dicom_seg(labelmap: sitk.Image, source_image: sitk.Image, source_datas
     path = Path(path)
     with atomic_path(path) as tmp:
         seg.save_as(tmp)
+
+
+def labelmap_on_grid(labelmap: sitk.Image, grid: sitk.Image, tol: float = 1e-3) -> sitk.Image:
+    """``labelmap`` re-indexed onto ``grid`` when both hold the same voxel centres, only with axes
+    permuted or reversed (another reader's slice order); any other difference is refused,
+    because resampling would change what the person segmented."""
+    ok, _ = same_geometry(labelmap, grid)
+    if ok:
+        return labelmap
+    # continuous labelmap index of each grid index: must be a signed permutation + integer shift
+    def index_to_point(image: sitk.Image) -> np.ndarray:
+        m = np.eye(4)
+        m[:3, :3] = np.asarray(image.GetDirection(), float).reshape(3, 3) @ np.diag(image.GetSpacing())
+        m[:3, 3] = image.GetOrigin()
+        return m
+
+    grid_to_label = np.linalg.inv(index_to_point(labelmap)) @ index_to_point(grid)
+    linear, shift = grid_to_label[:3, :3], grid_to_label[:3, 3]
+    lattice = (np.all(np.abs(linear - np.round(linear)) < tol) and np.all(np.abs(shift - np.round(shift)) < tol)
+               and sorted(np.abs(np.round(linear)).sum(axis=0).tolist()) == [1, 1, 1])
+    size = np.array(grid.GetSize())
+    corners = [linear @ (np.array(c) * (size - 1)) + shift for c in np.ndindex(2, 2, 2)]
+    inside = all(np.all(np.round(c) >= 0) and np.all(np.round(c) < np.array(labelmap.GetSize())) for c in corners)
+    same_count = int(np.prod(size)) == int(np.prod(labelmap.GetSize()))
+    if not (lattice and inside and same_count):
+        _, why = same_geometry(labelmap, grid)
+        raise InputError(f"the labelmap is not on the DICOM series' voxel grid ({why}); export it on the "
+                         f"series' own volume")
+    return sitk.Resample(labelmap, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, labelmap.GetPixelID())
