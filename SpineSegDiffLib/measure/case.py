@@ -8,11 +8,19 @@ import numpy as np
 import SimpleITK as sitk
 
 from SpineSegDiffLib.measure.intervals import INTERVAL_METHOD, measurement_rows
-from SpineSegDiffLib.measure.levels import NearestLevel, label_levels
+from SpineSegDiffLib.measure.frames import crop, nonzero_box
+from SpineSegDiffLib.measure.levels import label_levels
+from SpineSegDiffLib.measure.nearest import NearestLevel
 from SpineSegDiffLib.measure.measurements import MEASURES, measure_levels
 
 GEOMETRY_NOTE = ("measured on the input image's geometry (physical mm through its spacing and "
                  "direction), on planes fixed to each disc / body")
+NEAREST_LEVEL_MM = 10.0  # a sample's voxel takes the level of the nearest fused instance this close
+
+
+def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+    return (a.GetSize() == b.GetSize() and np.allclose(a.GetOrigin(), b.GetOrigin())
+            and np.allclose(a.GetSpacing(), b.GetSpacing()) and np.allclose(a.GetDirection(), b.GetDirection()))
 
 
 def measure_case(labelmap: sitk.Image, image: sitk.Image | None = None,
@@ -26,13 +34,22 @@ def measure_case(labelmap: sitk.Image, image: sitk.Image | None = None,
     instances.CopyInformation(labelmap)
     t1 = time.perf_counter()
     values = [lv.value for lv in levels.levels]
-    fused = measure_levels(levels.instances, labelmap, values, image)
     spacing_zyx = tuple(float(s) for s in labelmap.GetSpacing()[::-1])
+    sample_arrays = [sitk.GetArrayViewFromImage(s) for s in sample_labelmaps or []]
+    # measure in the box of every structure of the fused result and the samples (+ the
+    # nearest-level reach): the same numbers as on the whole image, for the spine's cost
+    margin = tuple(int(np.ceil(NEAREST_LEVEL_MM / s)) + 3 for s in spacing_zyx)
+    box = nonzero_box([levels.instances, *sample_arrays], margin)
+    box = box or tuple(slice(0, n) for n in levels.instances.shape)
+    reference = crop(labelmap, box)
+    if image is not None:
+        image = sitk.Cast(crop(image, box) if _same_grid(image, labelmap) else image, sitk.sitkFloat32)
+    fused_instances = levels.instances[box]
+    fused = measure_levels(fused_instances, reference, values, image)
     samples = []
-    nearest = NearestLevel(levels.instances, spacing_zyx) if sample_labelmaps else None
-    for sample in sample_labelmaps or []:
-        sample_instances = nearest(sitk.GetArrayViewFromImage(sample))
-        samples.append(measure_levels(sample_instances, labelmap, values, image))
+    nearest = NearestLevel(fused_instances, spacing_zyx, NEAREST_LEVEL_MM) if sample_arrays else None
+    for sample in sample_arrays:
+        samples.append(measure_levels(nearest(sample[box]), reference, values, image))
     rows = measurement_rows(fused, samples, interval_scale)
     problems = list(levels.warnings)
     if not levels.levels:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
+from scipy.special import stdtrit  # scipy.stats alone takes seconds to import
 
 from SpineSegDiffLib.measure.levels import level_name
 from SpineSegDiffLib.measure.measurements import MEASURES, Measured
@@ -28,7 +28,7 @@ def spread(values: list[float], scale: float = 1.0) -> dict:
     if n < 2:
         return {"mean": round(mean, 4), "sd": None, "low95": None, "high95": None, "n_samples": 1}
     sd = float(np.std(values, ddof=1))
-    half = scale * float(stats.t.ppf(0.975, n - 1)) * sd * math.sqrt(1 + 1 / n)
+    half = scale * float(stdtrit(n - 1, 0.975)) * sd * math.sqrt(1 + 1 / n)
     return {"mean": round(mean, 4), "sd": round(sd, 4), "low95": round(mean - half, 4),
             "high95": round(mean + half, 4), "n_samples": n}
 
