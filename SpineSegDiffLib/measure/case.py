@@ -7,6 +7,7 @@ import time
 import numpy as np
 import SimpleITK as sitk
 
+from SpineSegDiffLib.measure.calibration import load_calibration, voxel_edge
 from SpineSegDiffLib.measure.intervals import INTERVAL_METHOD, measurement_rows
 from SpineSegDiffLib.measure.frames import crop, nonzero_box
 from SpineSegDiffLib.measure.levels import label_levels
@@ -23,11 +24,22 @@ def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
             and np.allclose(a.GetSpacing(), b.GetSpacing()) and np.allclose(a.GetDirection(), b.GetDirection()))
 
 
+def _calibration_note(calibration: dict | None) -> dict:
+    """Which calibration made cal_low95 .. cal_high95, and from what (the report says it)."""
+    if calibration is None:
+        return {"applied": False, "why": "no samples or no stored calibration: cal_low95 / cal_high95 are empty"}
+    keys = ("method", "fitted_on", "model", "model_sha256", "samples", "steps", "date", "families", "not_calibrated")
+    return {"applied": True, **{k: calibration.get(k) for k in keys}}
+
+
 def measure_case(labelmap: sitk.Image, image: sitk.Image | None = None,
                  sample_labelmaps: list[sitk.Image] | None = None,
-                 interval_scale: float = 1.0) -> tuple[dict, sitk.Image]:
+                 calibration: dict | str | None = "stored") -> tuple[dict, sitk.Image]:
     """(measurements report, instance labelmap with SPIDER values) for a semantic labelmap
-    (1 canal, 2 vertebrae, 3 discs) and, for the spread, one labelmap per sample."""
+    (1 canal, 2 vertebrae, 3 discs) and, for the spread, one labelmap per sample.
+    ``calibration``: "stored" (the project's fitted one), a calibration dict, or None."""
+    if calibration == "stored":
+        calibration = load_calibration()
     t0 = time.perf_counter()
     levels = label_levels(labelmap)
     instances = sitk.GetImageFromArray(levels.instances)
@@ -50,7 +62,9 @@ def measure_case(labelmap: sitk.Image, image: sitk.Image | None = None,
     nearest = NearestLevel(fused_instances, spacing_zyx, NEAREST_LEVEL_MM) if sample_arrays else None
     for sample in sample_arrays:
         samples.append(measure_levels(nearest(sample[box]), reference, values, image))
-    rows = measurement_rows(fused, samples, interval_scale)
+    if not samples:  # the calibration widens the samples' spread: without samples there is none
+        calibration = None
+    rows = measurement_rows(fused, samples, calibration, voxel_edge(labelmap.GetSpacing()))
     problems = list(levels.warnings)
     if not levels.levels:
         problems.append("nothing measured: no vertebra or disc found")
@@ -64,7 +78,8 @@ def measure_case(labelmap: sitk.Image, image: sitk.Image | None = None,
         "warnings": problems,
         "levels": [lv.__dict__ for lv in levels.levels],
         "samples": len(samples),
-        "interval": INTERVAL_METHOD + (f", widened x{interval_scale:g}" if interval_scale != 1 else ""),
+        "interval": INTERVAL_METHOD,
+        "calibration": _calibration_note(calibration),
         "units": {k: v[0] for k, v in MEASURES.items()},
         "measurements": rows,
         "not_measured": [{"level": r["level"], "measure": r["measure"], "why": r["note"]}
