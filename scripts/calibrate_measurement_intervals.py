@@ -106,7 +106,8 @@ def main() -> int:
         "method": "interval = fused +- max(k * SD over the samples, f * resolution floor); floor: "
                   "length e, area e*sqrt(A), volume e*V^(2/3) (e = voxel edge); fitted for 95 % coverage "
                   "with the narrowest mean width",
-        "fitted_on": f"{run['cases']} phantom patients of seed {run['seed']} (never used for training or "
+        "fitted_on": f"{len({q['case'] for q in run['pairs']})} phantom patients of seed {run['seed']} "
+                     f"({len(run['pairs'])} measurements; the seed is never used for training or "
                      f"testing), truth = the same measurement on the generator's truth mask",
         "model": run["model"], "model_sha256": run["model_sha256"],
         "samples": run["samples"], "steps": run["steps"], "date": dt.date.today().isoformat(),
@@ -124,8 +125,12 @@ def main() -> int:
     lines += ["", "Coverage of the uncalibrated sample interval on the same pairs (approximately "
                   "fused +- t(0.975, 4) * SD * sqrt(1 + 1/5)): " +
               ", ".join(f"{fam} {sum(v) / len(v):.0%}" for fam, v in raw.items())]
-    if not args.from_json:
-        stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    if args.from_json:
+        stem = args.from_json.with_suffix("")
+    done = len({q["case"] for q in run["pairs"]})
+    if done < run["cases"]:
+        lines += ["", f"The run was stopped after {done} of the {run['cases']} phantom patients asked for."]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
