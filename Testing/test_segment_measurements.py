@@ -92,6 +92,10 @@ def test_level_segments_split_the_seg_nrrd_by_level_and_keep_every_voxel(cli, tm
                           (2, 1, 0))
     instances = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "levels.nii.gz")))
     report = json.loads((tmp_path / "s.json").read_text())["levels_and_measurements"]
+    # the printed summary says what could not be measured and why
+    assert "levels (anchored at:" in r.stdout
+    for row in report["not_measured"]:
+        assert f"): {row['why']}" in r.stdout
     # one segment per level the report names, each exactly that level's voxels
     for level in report["levels"]:
         name = level["name"] + (" disc" if level["kind"] == "disc" else "") + (" (partial)" if level["partial"] else "")

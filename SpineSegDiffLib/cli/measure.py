@@ -77,8 +77,13 @@ def print_report(report: dict) -> None:
     print(f"measurements: {measured} of {len(report['measurements'])} made")
     for warning in report["warnings"]:
         print(f"warning: {warning}")
+    for line in not_measured_lines(report):
+        print(line)
+
+
+def not_measured_lines(report: dict) -> list[str]:
+    """One line per reason a value is missing, with how many rows it concerns."""
     reasons: dict[str, int] = {}
     for row in report["not_measured"]:
         reasons[row["why"]] = reasons.get(row["why"], 0) + 1
-    for why, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
-        print(f"not measured ({count}): {why}")
+    return [f"not measured ({count}): {why}" for why, count in sorted(reasons.items(), key=lambda kv: -kv[1])]

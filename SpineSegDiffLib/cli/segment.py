@@ -323,3 +323,7 @@ def _print_summary(summary: dict) -> None:
         print(f"  levels (anchored at: {levels['anchor']}): {names}")
         for warning in levels["warnings"]:
             print(f"  warning: {warning}")
+        from SpineSegDiffLib.cli.measure import not_measured_lines
+
+        for line in not_measured_lines(levels):
+            print(f"  {line}")
