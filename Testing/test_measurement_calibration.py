@@ -20,7 +20,7 @@ from SpineSegDiffLib.measure.calibration import (
     load_calibration,
     unit_floor,
 )
-from SpineSegDiffLib.measure.case import measure_case
+from SpineSegDiffLib.measure.case import calibration_mismatch, measure_case
 
 DEMO_MODEL = REPO / "SpineSegDiffLib" / "resources" / "models" / "spinesegdiff-demo.zip"
 
@@ -64,8 +64,7 @@ def test_stored_calibration_comes_from_phantoms_the_demo_model_never_saw():
     training = meta["training"]
     seed = training["config"]["seed"]
     used = {seed, seed + 1000, seed + 2000, training["data"]["phantom_seed"]}  # train, test, logit calibration
-    fitted_seed = int(calibration["fitted_on"].split(" of seed ")[1].split()[0])
-    assert fitted_seed not in used
+    assert calibration["phantom_seed"] not in used
     assert calibration["model"] == DEMO_MODEL.name
 
 
@@ -84,6 +83,8 @@ def test_a_report_gives_raw_and_calibrated_intervals_and_names_the_calibration()
     thinner[(truth == 203) & (np.roll(truth, 1, axis=1) != 203)] = 0
     report, _ = measure_case(image(semantic), case.images["t2"], [image(semantic), image(thinner)])
     assert report["calibration"]["applied"] and "phantom" in report["calibration"]["fitted_on"]
+    assert calibration_mismatch(report, "spinesegdiff-demo", "1.2.0") is None
+    assert "refit" in calibration_mismatch(report, "my-model", "2.0")
     rows = [r for r in report["measurements"] if r["measure"] in ("disc_height_middle_mm", "disc_volume_ml")
             and r["fused"] is not None]
     assert rows

@@ -89,6 +89,7 @@ def main() -> int:
 
         model = load_model(args.model, args.device)
         run = {"model": args.model.name, "model_sha256": hashlib.sha256(args.model.read_bytes()).hexdigest()[:16],
+               "model_id": model.identity.get("id"), "model_version": model.identity.get("version"),
                "seed": args.seed, "cases": args.cases, "samples": args.samples, "steps": args.steps, "pairs": []}
         args.results.mkdir(parents=True, exist_ok=True)
         for i in range(args.cases):
@@ -109,7 +110,8 @@ def main() -> int:
         "fitted_on": f"{len({q['case'] for q in run['pairs']})} phantom patients of seed {run['seed']} "
                      f"({len(run['pairs'])} measurements; the seed is never used for training or "
                      f"testing), truth = the same measurement on the generator's truth mask",
-        "model": run["model"], "model_sha256": run["model_sha256"],
+        "phantom_seed": run["seed"], "model": run["model"], "model_sha256": run["model_sha256"],
+        "model_id": run.get("model_id"), "model_version": run.get("model_version"),
         "samples": run["samples"], "steps": run["steps"], "date": dt.date.today().isoformat(),
         "families": fits, "not_calibrated": "ratios, percentages and grades (wedge, disc-to-CSF, slip %, Meyerding)",
     }

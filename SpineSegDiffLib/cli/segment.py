@@ -178,11 +178,13 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
         warn(note)
         result.summary.setdefault("notes", []).append(note)
     if measuring:
-        from SpineSegDiffLib.measure.case import measure_case
+        from SpineSegDiffLib.measure.case import calibration_mismatch, measure_case
 
         progress.update("fuse", start + (end - start) * 0.95, "levels and measurements")
         t_measure = time.perf_counter()
         report, instances = measure_case(result.labelmap, image, result.sample_labelmaps)
+        mismatch = calibration_mismatch(report, model.identity.get("id"), model.identity.get("version"))
+        report["warnings"] += [mismatch] if mismatch else []
         result.summary["timings"]["measure_s"] = round(time.perf_counter() - t_measure, 3)
         result.summary["levels_and_measurements"] = report
     t0 = time.perf_counter()

@@ -28,7 +28,8 @@ def _calibration_note(calibration: dict | None) -> dict:
     """Which calibration made cal_low95 .. cal_high95, and from what (the report says it)."""
     if calibration is None:
         return {"applied": False, "why": "no samples or no stored calibration: cal_low95 / cal_high95 are empty"}
-    keys = ("method", "fitted_on", "model", "model_sha256", "samples", "steps", "date", "families", "not_calibrated")
+    keys = ("method", "fitted_on", "phantom_seed", "model", "model_sha256", "model_id", "model_version", "samples",
+            "steps", "date", "families", "not_calibrated")
     return {"applied": True, **{k: calibration.get(k) for k in keys}}
 
 
@@ -105,3 +106,16 @@ def level_accuracy(instances: np.ndarray, truth: np.ndarray, voxel_ml: float,
         got = p[(t == value) & (p > 0) & (p != 100)]
         out[int(value)] = bool(got.size) and int(np.bincount(got).argmax()) == int(value)
     return out
+
+
+def calibration_mismatch(report: dict, model_id: str | None, model_version: str | None) -> str | None:
+    """A warning when the calibrated intervals were fitted with another model than the run's."""
+    cal = report.get("calibration", {})
+    if not cal.get("applied") or cal.get("model_id") is None:
+        return None
+    if (cal["model_id"], cal.get("model_version")) == (model_id, model_version):
+        return None
+    return (f"the calibrated intervals were fitted with {cal['model_id']} {cal.get('model_version')}, not "
+            f"{model_id} {model_version}: they may be too narrow or too wide (refit: "
+            f"scripts/calibrate_measurement_intervals.py)")
+
