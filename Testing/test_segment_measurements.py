@@ -75,3 +75,39 @@ def test_bad_measurement_outputs_fail_before_any_work(cli, tmp_path, phantom_fol
         assert r.stderr.strip().splitlines()[-1].startswith("error: ") and option in r.stderr
         assert "Traceback" not in r.stderr
         assert not any(tmp_path.iterdir())
+
+
+def test_level_segments_split_the_seg_nrrd_by_level_and_keep_every_voxel(cli, tmp_path, phantom_folder, tiny_model):
+    import slicerio
+
+    image_path = _phantom_image(phantom_folder)
+    common = ("segment", image_path, "--model", tiny_model, "--samples", 2, "--steps", 2,
+              "--device", "cpu", "--progress", "none", "--no-cache")
+    r = cli(*common, "--output-segmentation", tmp_path / "levels.seg.nrrd", "--level-segments",
+            "--output-instances", tmp_path / "levels.nii.gz", "--output-summary", tmp_path / "s.json")
+    assert r.returncode == 0, r.stderr
+    seg = slicerio.read_segmentation(str(tmp_path / "levels.seg.nrrd"))
+    names = [s["name"] for s in seg["segments"]]
+    voxels = np.transpose(slicerio.extract_segments(seg, [(n, i + 1) for i, n in enumerate(names)])["voxels"],
+                          (2, 1, 0))
+    instances = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "levels.nii.gz")))
+    report = json.loads((tmp_path / "s.json").read_text())["levels_and_measurements"]
+    # the tiny model is not the one the intervals were calibrated with: the report says so
+    assert any("calibrated intervals were fitted with spinesegdiff-demo" in w for w in report["warnings"])
+    # the printed summary says what could not be measured and why
+    assert "levels (anchored at:" in r.stdout
+    for row in report["not_measured"]:
+        assert f"): {row['why']}" in r.stdout
+    # one segment per level the report names, each exactly that level's voxels
+    for level in report["levels"]:
+        name = level["name"] + (" disc" if level["kind"] == "disc" else "") + (" (partial)" if level["partial"] else "")
+        assert name in names, (name, names)
+        np.testing.assert_array_equal(voxels == names.index(name) + 1, instances == level["value"])
+    # the same voxels as the plain segmentation: nothing lost where a piece got no level
+    plain = cli(*common, "--output-segmentation", tmp_path / "plain.nii.gz")
+    assert plain.returncode == 0, plain.stderr
+    assert ((voxels > 0) == (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "plain.nii.gz"))) > 0)).all()
+    # a labelmap cannot hold named segments: a clear error before any work
+    bad = cli(*common, "--output-segmentation", tmp_path / "x.nii.gz", "--level-segments")
+    assert bad.returncode == 2 and "--level-segments" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "x.nii.gz").exists()

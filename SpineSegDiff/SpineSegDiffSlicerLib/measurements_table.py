@@ -13,8 +13,9 @@ from pathlib import Path
 
 import slicer
 
-COLUMNS = ("level", "measure", "unit", "fused", "mean", "sd", "low95", "high95", "samples", "note")
-_NUMERIC = {"fused", "mean", "sd", "low95", "high95"}
+COLUMNS = ("level", "measure", "unit", "fused", "mean", "sd", "low95", "high95", "cal_low95", "cal_high95", "samples",
+           "note")  # low95..high95: the samples' spread; cal_: the calibrated interval (docs/measurements.md)
+_NUMERIC = {"fused", "mean", "sd", "low95", "high95", "cal_low95", "cal_high95"}
 
 
 def read_measurements(source) -> dict:

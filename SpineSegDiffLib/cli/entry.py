@@ -17,6 +17,7 @@ from SpineSegDiffLib.core.log import configure_cli_logging
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "segment a phantom (and a real case when a real-data folder is given) with the demo model"),
     "segment": ("segment", "segment lumbar spine MRI and write segmentation, uncertainty and a summary"),
+    "measure": ("measure", "levels and per-level measurements of an existing segmentation (no model)"),
     "train": ("train", "train a model on SPIDER folders, exported retraining sets or partial-label real MRI"),
     "evaluate": ("evaluate", "score a model on labelled data: Dice, HD95, uncertainty quality; JSON + report"),
     "phantom": ("phantom", "write synthetic lumbar MRI phantoms as a SPIDER-format folder"),

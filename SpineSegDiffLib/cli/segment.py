@@ -51,6 +51,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-instances", type=Path, help="level labels (.nii.gz/.nii/.nrrd/.mha), SPIDER values: 1 = S1, 2 = L5 ... 6 = L1, 7 = T12, 100 + n vertebra cut by the field of view, 201 = L5/S1 disc ..., 100 = canal")
     p.add_argument("--output-measurements", type=Path, help="per-level measurements (.csv or .json by extension): disc heights/volume/disc-to-CSF ratio, body heights/wedge/volume, canal AP diameter and area at each disc, slip; fused value plus mean, SD and 95%% interval over the samples; also added to the summary")
     p.add_argument("--output-measurements-plot", type=Path, help="PNG: disc heights and canal area per level with their 95%% intervals")
+    p.add_argument("--level-segments", action="store_true",
+                   help="a .seg.nrrd segmentation holds one segment per level (\"L4\", \"L4/L5 disc\", canal; the level as "
+                        "anatomic region) instead of one per structure (--output-instances X.seg.nrrd always does)")
     p.add_argument("--output-dir", type=Path, help="batch mode (IMAGE is a folder): one set of outputs per image here (may be IMAGE itself: results and hidden temporary files are never read as inputs); finished cases are skipped")
     add_batch_arguments(p)
     add_dicom_arguments(p)
@@ -127,7 +130,12 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
     from SpineSegDiffLib.inference.settings import SegmentSettings
 
     out.check_output_paths(outputs, [image_path])
-    measuring = any(outputs.get(k) is not None for k in ("instances", "measurements", "measurements_plot"))
+    level_segments = getattr(args, "level_segments", False) and outputs.get("segmentation") is not None
+    if level_segments and not str(outputs["segmentation"]).lower().endswith(".seg.nrrd"):
+        raise InputError(f"--level-segments: --output-segmentation {outputs['segmentation']} is a labelmap; "
+                         "give a .seg.nrrd name (or use --output-instances for a labelmap of levels)")
+    measuring = level_segments or any(outputs.get(k) is not None
+                                      for k in ("instances", "measurements", "measurements_plot"))
     if measuring:
         from SpineSegDiffLib.measure import files as measure_files
 
@@ -170,16 +178,20 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
         warn(note)
         result.summary.setdefault("notes", []).append(note)
     if measuring:
-        from SpineSegDiffLib.measure.case import measure_case
+        from SpineSegDiffLib.measure.case import calibration_mismatch, measure_case
 
         progress.update("fuse", start + (end - start) * 0.95, "levels and measurements")
         t_measure = time.perf_counter()
         report, instances = measure_case(result.labelmap, image, result.sample_labelmaps)
+        mismatch = calibration_mismatch(report, model.identity.get("id"), model.identity.get("version"))
+        report["warnings"] += [mismatch] if mismatch else []
         result.summary["timings"]["measure_s"] = round(time.perf_counter() - t_measure, 3)
         result.summary["levels_and_measurements"] = report
     t0 = time.perf_counter()
     progress.update("write", start + (end - start) * 0.97, "writing outputs")
-    if outputs["segmentation"] is not None:
+    if outputs["segmentation"] is not None and level_segments:
+        measure_files.write_level_segmentation(instances, outputs["segmentation"], result.labelmap)
+    elif outputs["segmentation"] is not None:
         out.write_segmentation(result.labelmap, outputs["segmentation"])
     if outputs["uncertainty"] is not None:
         out.write_float_image(result.uncertainty, outputs["uncertainty"])
@@ -192,7 +204,7 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
         for name, images in result.extras.items():
             out.write_stack(images, paths[name])
     if outputs.get("instances") is not None:
-        measure_files.write_instances(instances, outputs["instances"])
+        measure_files.write_instances(instances, outputs["instances"], result.labelmap)
     if outputs.get("measurements") is not None:
         measure_files.write_measurements(report, outputs["measurements"])
     if outputs.get("measurements_plot") is not None:
@@ -313,3 +325,7 @@ def _print_summary(summary: dict) -> None:
         print(f"  levels (anchored at: {levels['anchor']}): {names}")
         for warning in levels["warnings"]:
             print(f"  warning: {warning}")
+        from SpineSegDiffLib.cli.measure import not_measured_lines
+
+        for line in not_measured_lines(levels):
+            print(f"  {line}")

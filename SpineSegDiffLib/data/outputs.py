@@ -45,15 +45,20 @@ def ijk_to_lps(image: sitk.Image) -> np.ndarray:
 
 def write_seg_nrrd(labelmap: sitk.Image, path: str | Path) -> None:
     """A Slicer segmentation with one named, coloured segment per structure."""
+    voxels = sitk.GetArrayViewFromImage(labelmap)
+    write_segments(labelmap, [(voxels == s.value, {"id": s.key, "name": s.name, "color": list(s.color),
+                                                   "terminology": terminology(s)}) for s in STRUCTURES], path)
+
+
+def write_segments(reference: sitk.Image, segments: list[tuple[np.ndarray, dict]], path: str | Path) -> None:
+    """A Slicer segmentation of (boolean z y x mask, slicerio segment properties) pairs on
+    ``reference``'s geometry, written atomically."""
     import slicerio
 
-    voxels_zyx = sitk.GetArrayViewFromImage(labelmap)
-    seg = slicerio.create_segmentation(voxels_zyx.shape[::-1], ijk_to_lps(labelmap))
-    voxels_ijk = np.ascontiguousarray(np.transpose(voxels_zyx, (2, 1, 0)))
-    for s in STRUCTURES:
-        slicerio.add_segment(seg, voxels_ijk == s.value,
-                             {"id": s.key, "name": s.name, "color": list(s.color),
-                              "terminology": terminology(s)})
+    shape_zyx = sitk.GetArrayViewFromImage(reference).shape
+    seg = slicerio.create_segmentation(shape_zyx[::-1], ijk_to_lps(reference))
+    for mask, props in segments:
+        slicerio.add_segment(seg, np.ascontiguousarray(np.transpose(mask, (2, 1, 0))), props)
     # read back before the rename (complete data; the size is slicerio's business: it may
     # store segments as layers)
     with atomic_path(path, verify=lambda tmp: verify_written(tmp, (), path)) as tmp:
@@ -127,7 +132,7 @@ def _check_extension(kind: str, path: Path) -> None:
         if not name.endswith(".json"):
             raise InputError(f"{option} {path}: a summary is a .json file; give a name ending in .json")
         return
-    if kind in ("segmentation", "presegmentation"):
+    if kind in ("segmentation", "presegmentation", "instances"):  # instances: one segment per level
         if name.endswith(".seg.nrrd"):
             return
         allowed = ".seg.nrrd, " + ", ".join(SUPPORTED_EXTENSIONS)

@@ -14,8 +14,8 @@ from SpineSegDiffLib.core.atomic import atomic_path, write_text
 from SpineSegDiffLib.core.errors import InputError
 
 CSV_COLUMNS = ("level", "value", "measure", "unit", "fused", "mean", "sd", "low95", "high95",
-               "n_samples", "note")
-INSTANCE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")
+               "cal_low95", "cal_high95", "n_samples", "note")
+INSTANCE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")  # and .seg.nrrd (ends with .nrrd)
 
 
 def measurements_format(path: str | Path) -> str:
@@ -29,7 +29,8 @@ def measurements_format(path: str | Path) -> str:
 
 def check_instances_path(path: str | Path) -> None:
     if not str(path).lower().endswith(INSTANCE_EXTENSIONS):
-        raise InputError(f"--output-instances {path}: give a labelmap file ({', '.join(INSTANCE_EXTENSIONS)})")
+        raise InputError(f"--output-instances {path}: give a labelmap file ({', '.join(INSTANCE_EXTENSIONS)}) "
+                         "or a Slicer segmentation (.seg.nrrd, one segment per level)")
 
 
 def write_measurements(report: dict, path: str | Path) -> None:
@@ -42,15 +43,29 @@ def write_measurements(report: dict, path: str | Path) -> None:
     for row in report["measurements"]:
         writer.writerow(["" if row.get(c) is None else row.get(c) for c in CSV_COLUMNS])
     for warning in report["warnings"]:  # the table says what could not be done, and why
-        writer.writerow(["case", "", "warning", "", "", "", "", "", "", "", warning])
+        writer.writerow(["case", "", "warning"] + [""] * (len(CSV_COLUMNS) - 4) + [warning])
     write_text(path, buf.getvalue())
 
 
-def write_instances(instances: sitk.Image, path: str | Path) -> None:
+def write_instances(instances: sitk.Image, path: str | Path, semantic: sitk.Image | None = None) -> None:
+    """The level labels: a labelmap of SPIDER values, or for a .seg.nrrd name a Slicer
+    segmentation with one segment per level (``semantic`` adds what got no level)."""
     from SpineSegDiffLib.data.imageio import write_image
 
     check_instances_path(path)
+    if str(path).lower().endswith(".seg.nrrd"):
+        write_level_segmentation(instances, path, semantic)
+        return
     write_image(sitk.Cast(instances, sitk.sitkUInt16), path)
+
+
+def write_level_segmentation(instances: sitk.Image, path: str | Path, semantic: sitk.Image | None = None) -> None:
+    """A .seg.nrrd with one segment per level ("L4", "L4/L5 disc", canal)."""
+    from SpineSegDiffLib.data.outputs import write_segments
+    from SpineSegDiffLib.measure.level_segments import level_segments
+
+    semantic_array = None if semantic is None else sitk.GetArrayViewFromImage(semantic)
+    write_segments(instances, level_segments(sitk.GetArrayViewFromImage(instances), semantic_array), path)
 
 
 def plot_measurements(report: dict, path: str | Path) -> None:
@@ -69,15 +84,21 @@ def plot_measurements(report: dict, path: str | Path) -> None:
         fused = [np.nan if r["fused"] is None else r["fused"] for r in rows]
         ax.plot(x, fused, "o", color="k", label="fused")
         for i, r in enumerate(rows):
-            if r["low95"] is not None:
+            if r.get("cal_low95") is not None:  # calibrated: what the truth may be
+                ax.plot([i + 0.15, i + 0.15], [r["cal_low95"], r["cal_high95"]], "-", color="tab:orange", lw=2)
+            if r["low95"] is not None:  # raw: how much the samples disagree
                 ax.plot([i, i], [r["low95"], r["high95"]], "-", color="tab:blue", lw=3, alpha=0.6)
                 ax.plot(i, r["mean"], "_", color="tab:blue", ms=12)
-            elif r["fused"] is None:
+            if r["fused"] is None:
                 ax.annotate("n/a", (i, 0), ha="center")
         ax.set_xticks(x, [r["level"] for r in rows], rotation=45)
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[0].legend(["fused", "samples: mean, 95 % interval"], loc="best", fontsize=8)
+    from matplotlib.lines import Line2D
+
+    axes[0].legend([Line2D([], [], ls="", marker="o", color="k"), Line2D([], [], color="tab:blue", lw=3),
+                    Line2D([], [], color="tab:orange", lw=2)],
+                   ["fused", "samples: mean, 95 % interval", "calibrated 95 % interval"], loc="best", fontsize=8)
     fig.suptitle(f"levels anchored at: {report['anchor']}" +
                  (f" — {len(report['warnings'])} warning(s)" if report["warnings"] else ""), fontsize=9)
     fig.tight_layout()

@@ -86,3 +86,29 @@ def mask_image(mask: np.ndarray, reference: sitk.Image) -> sitk.Image:
     out = sitk.GetImageFromArray(mask.astype(np.float32))
     out.CopyInformation(reference)
     return out
+
+
+Box = tuple[slice, slice, slice]  # numpy (z, y, x) slices
+
+
+def nonzero_box(arrays: list[np.ndarray], margin_zyx: tuple[int, int, int]) -> Box | None:
+    """The bounding box of every non-zero voxel of ``arrays`` (same shape), grown by
+    ``margin_zyx`` voxels and clipped to the array; None when all are empty. Measuring
+    in this box instead of the whole field of view costs the spine's size, not the image's."""
+    shape = arrays[0].shape
+    box = []
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        hit = np.zeros(shape[axis], bool)
+        for array in arrays:
+            hit |= array.any(axis=others)
+        idx = np.flatnonzero(hit)
+        if idx.size == 0:
+            return None
+        box.append(slice(max(0, int(idx[0]) - margin_zyx[axis]), min(shape[axis], int(idx[-1]) + 1 + margin_zyx[axis])))
+    return tuple(box)
+
+
+def crop(image: sitk.Image, box: Box) -> sitk.Image:
+    """``image`` cut to a numpy (z, y, x) box, keeping its physical position."""
+    return image[box[2], box[1], box[0]]

@@ -20,11 +20,10 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from SpineSegDiffLib.measure.frames import principal_normal, superior_axis, voxel_points
+from SpineSegDiffLib.measure.frames import crop, nonzero_box, principal_normal, superior_axis, voxel_points
+from SpineSegDiffLib.measure.nearest import CANAL_VALUE, DISC_OFFSET, take_nearest_label
 
-CANAL_VALUE = 100
 PARTIAL_OFFSET = 100
-DISC_OFFSET = 200
 _NAMES_FROM_SACRUM = ("S1", "L5", "L4", "L3", "L2", "L1") + tuple(f"T{k}" for k in range(12, 0, -1))
 MIN_DISC_ML = 0.2  # smaller disc components are noise, not discs
 MIN_VERTEBRA_ML = 0.5
@@ -106,9 +105,7 @@ def _geodesic_grow(seeds: np.ndarray, allowed: np.ndarray, spacing_zyx: tuple[fl
     labels_box = _grow_box(labels_box, sub_allowed, max(step) + 2)  # the rims the coarse grid skipped
     missed = sub_allowed & (labels_box == 0)
     if missed.any() and (labels_box > 0).any():  # thin pieces the coarse grid cut off
-        nearest = ndimage.distance_transform_edt(labels_box == 0, sampling=spacing_zyx, return_distances=False,
-                                                 return_indices=True)
-        labels_box[missed] = labels_box[tuple(n[missed] for n in nearest)]
+        take_nearest_label(labels_box, missed, spacing_zyx)
     labels = seeds.copy()
     labels[box] = labels_box
     return labels
@@ -129,6 +126,21 @@ def _grow_box(seeds: np.ndarray, allowed: np.ndarray, max_steps: int) -> np.ndar
 
 def label_levels(semantic: sitk.Image) -> LevelResult:
     """SPIDER instance values for a semantic labelmap (1 canal, 2 vertebrae, 3 discs)."""
+    full = sitk.GetArrayViewFromImage(semantic)
+    box = nonzero_box([full], (2, 2, 2))
+    if box is None:
+        return LevelResult(np.zeros(full.shape, np.uint16), [], "none",
+                           ["no spine found: no vertebra or disc in the result"])
+    # everything below works in the spine's box (physical positions kept); only the
+    # field-of-view edges (partial vertebrae, sacrum) need the whole image's extent
+    result = _label_box(crop(semantic, box), box, full.shape)
+    instances = np.zeros(full.shape, np.uint16)
+    instances[box] = result.instances
+    result.instances = instances
+    return result
+
+
+def _label_box(semantic: sitk.Image, box: tuple[slice, ...], full_shape: tuple[int, ...]) -> LevelResult:
     arr = sitk.GetArrayFromImage(semantic)
     voxel_ml = float(np.prod(semantic.GetSpacing())) / 1000.0
     out = np.zeros(arr.shape, np.uint16)
@@ -192,8 +204,9 @@ def label_levels(semantic: sitk.Image) -> LevelResult:
             above = discs[k - 1][0] if k > 0 else discs[0][0] + typical * discs[0][1]
             axis = above - below
             t = ((vpts - below) @ axis) / float(axis @ axis)
-            radial = np.linalg.norm(vpts - below - t[:, None] * axis, axis=1)
-            pick = (t > 0.2) & (t < 0.8) & (radial < SEED_RADIUS_MM)
+            pick = np.flatnonzero((t > 0.2) & (t < 0.8))  # the slab first: the radius only there
+            radial = np.linalg.norm(vpts[pick] - below - t[pick, None] * axis, axis=1)
+            pick = pick[radial < SEED_RADIUS_MM]
             seeds[tuple(vidx[pick].T)] = k + 1
         seg_labels = _geodesic_grow(seeds, vert, tuple(float(v) for v in semantic.GetSpacing()[::-1]))
         # vertebra pieces no seed reached: the segment their centre lies in (count disc planes above)
@@ -204,13 +217,11 @@ def label_levels(semantic: sitk.Image) -> LevelResult:
 
     # which segments hold a vertebra, and does the lowest one look like the sacrum?
     present = [k for k in range(n_segments) if (seg_labels == k + 1).sum() >= min_vert]
-    edge_lo = np.zeros(arr.shape, bool)
-    sl = [slice(None)] * 3
-    sl[si_axis] = slice(0, 2)
-    edge_lo[tuple(sl)] = True
-    sl[si_axis] = slice(-2, None)
-    edge_hi = np.zeros(arr.shape, bool)
-    edge_hi[tuple(sl)] = True
+    along = np.arange(arr.shape[si_axis]) + box[si_axis].start  # index in the whole image
+    view = [1, 1, 1]
+    view[si_axis] = -1
+    edge_lo = np.broadcast_to((along < 2).reshape(view), arr.shape)  # the whole image's first two slices
+    edge_hi = np.broadcast_to((along >= full_shape[si_axis] - 2).reshape(view), arr.shape)
     inferior_edge, superior_edge = (edge_lo, edge_hi) if si_sign > 0 else (edge_hi, edge_lo)
     anchor = "top"
     lowest = n_segments - 1
@@ -263,28 +274,3 @@ def label_levels(semantic: sitk.Image) -> LevelResult:
     if len(present) == 1:
         warnings.append("one vertebra only: no level can be checked against its neighbours")
     return LevelResult(out, levels, anchor, warnings, frames)
-
-
-class NearestLevel:
-    """Gives a sample's vertebra / disc voxels the level of the nearest fused instance of
-    the same structure (within ``max_mm``), so every sample is measured level by level.
-    The distance maps are computed once per case and reused for every sample."""
-
-    def __init__(self, fused: np.ndarray, spacing_zyx: tuple[float, float, float], max_mm: float = 10.0):
-        self.fused = fused
-        self.maps = {}
-        kinds = {2: (fused > 0) & (fused < DISC_OFFSET) & (fused != CANAL_VALUE), 3: fused > DISC_OFFSET}
-        for structure, have in kinds.items():
-            if have.any():
-                nearest = np.zeros((3, *fused.shape), np.int32)
-                dist = ndimage.distance_transform_edt(~have, sampling=spacing_zyx, return_indices=True,
-                                                      indices=nearest)
-                self.maps[structure] = (dist <= max_mm, nearest)
-
-    def __call__(self, sample_semantic: np.ndarray) -> np.ndarray:
-        out = np.zeros(self.fused.shape, np.uint16)
-        out[sample_semantic == 1] = CANAL_VALUE
-        for structure, (near, nearest) in self.maps.items():
-            take = (sample_semantic == structure) & near
-            out[take] = self.fused[tuple(n[take] for n in nearest)]
-        return out
