@@ -116,6 +116,7 @@ class SpineSegDiffParameterNode:
     inputVolume - the MRI to segment.
     modelId - a registry model id (or a .zip path) passed to ``--model``.
     samples, steps - ensemble size and DDIM steps (defaults come from the chosen model).
+    samplesAuto - let the engine choose the ensemble size (stop once the result is stable).
     device - where the network runs.
     uncertaintyOpacity, showUncertainty - the uncertainty overlay in the slice views.
     datasetFolder - where Export adds retraining cases.
@@ -129,6 +130,7 @@ class SpineSegDiffParameterNode:
     modelId: str = DEMO_MODEL_ID
     # float because Slicer's ctkSliderWidget binds to float; the Logic rounds it
     samples: Annotated[float, WithinRange(1.0, 32.0)] = float(model_choices.FALLBACK_SAMPLES)
+    samplesAuto: bool = False  # the engine's --samples auto; the slider's number when off
     steps: Annotated[int, WithinRange(1, 1000)] = model_choices.FALLBACK_STEPS
     device: Annotated[str, Choice(list(DEVICE_NAMES))] = "auto"
     uncertaintyOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
@@ -545,7 +547,8 @@ class SpineSegDiffLogic(ScriptedLoadableModuleLogic):
 
         process = start_segmentation(
             slicer.mrmlScene, slicer.modules.segmentations.logic(), parameterNode.inputVolume, workDir,
-            model=parameterNode.modelId, samples=int(round(parameterNode.samples)), steps=parameterNode.steps,
+            model=parameterNode.modelId,
+            samples="auto" if parameterNode.samplesAuto else int(round(parameterNode.samples)), steps=parameterNode.steps,
             device=parameterNode.device, python_executable=python_executable(), engine_dir=ENGINE_DIR,
             on_finished=finished, on_imported=imported, segmentation_node=parameterNode.segmentation,
             on_progress=onProgress, on_log=onLog, no_cache=not parameterNode.useSampleCache,

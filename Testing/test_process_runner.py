@@ -207,7 +207,10 @@ def test_segment_command_follows_the_cli_contract(tmp_path):
                        "--output-segmentation": outputs["segmentation"],
                        "--output-uncertainty": outputs["uncertainty"],
                        "--output-summary": outputs["summary"], "--progress": "json"}
-    assert outputs["segmentation"].endswith(".nii.gz") and Path(outputs["summary"]).parent == tmp_path
+    assert outputs["segmentation"].endswith(".nii") and Path(outputs["summary"]).parent == tmp_path
+    assert outputs["uncertainty"].endswith(".nii")  # uncompressed: read once, then deleted
+    auto, _ = segment_command("/py", tmp_path / "in.nrrd", "demo", "auto", 5, "cpu", tmp_path)
+    assert auto[auto.index("--samples") + 1] == "auto"
     with pytest.raises(ValueError):
         segment_command("/py", "in.nrrd", "demo", 0, 5, "cpu", tmp_path)
     with pytest.raises(ValueError):

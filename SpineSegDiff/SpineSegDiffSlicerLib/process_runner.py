@@ -261,27 +261,31 @@ def python_environment(engine_dir: str | os.PathLike, base: dict[str, str] | Non
 
 
 def segment_command(python_executable: str | os.PathLike, input_path: str | os.PathLike,
-                    model: str, samples: int, steps: int, device: str,
+                    model: str, samples: int | str, steps: int, device: str,
                     output_dir: str | os.PathLike, *, no_cache: bool = False,
                     measurements: bool = False) -> tuple[list[str], dict[str, str]]:
     """The `segment` command line of the engine contract, and the output paths it will write.
 
+    ``samples``: a count, or "auto" (the engine stops once the result is stable).
     Returns ``(command, outputs)`` with ``outputs`` keys ``segmentation``, ``uncertainty``,
     ``summary`` (and ``measurements`` when asked). ``no_cache``: the run neither reads nor
-    writes the sample cache (which holds results derived from patient images).
+    writes the sample cache (which holds results derived from patient images). The maps are
+    uncompressed NIfTI: they live for one import and are deleted, so gzip would only add
+    time to every step of the sample slider.
     """
-    if int(samples) < 1 or int(steps) < 1:
+    samples = "auto" if str(samples).strip().lower() == "auto" else int(samples)
+    if (samples != "auto" and samples < 1) or int(steps) < 1:
         raise ValueError(f"samples ({samples}) and steps ({steps}) must be at least 1")
     from SpineSegDiffLib.core.device_names import DEVICE_NAMES
 
     if device not in DEVICE_NAMES:  # the panel offers no aliases
         raise ValueError(f"device must be one of {', '.join(DEVICE_NAMES)}, not {device!r}")
     output_dir = os.fspath(output_dir)
-    outputs = {"segmentation": os.path.join(output_dir, "seg.nii.gz"),
-               "uncertainty": os.path.join(output_dir, "unc.nii.gz"),
+    outputs = {"segmentation": os.path.join(output_dir, "seg.nii"),
+               "uncertainty": os.path.join(output_dir, "unc.nii"),
                "summary": os.path.join(output_dir, "summary.json")}
     command = [os.fspath(python_executable), "-m", "SpineSegDiffLib", "segment", os.fspath(input_path),
-               "--model", str(model), "--samples", str(int(samples)), "--steps", str(int(steps)),
+               "--model", str(model), "--samples", str(samples), "--steps", str(int(steps)),
                "--device", device,
                "--output-segmentation", outputs["segmentation"],
                "--output-uncertainty", outputs["uncertainty"],

@@ -26,8 +26,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "is read as a series), or a folder of image files for batch use")
     p.add_argument("--model", default="spinesegdiff-demo",
                    help="model .zip, or a model id from `spinesegdiff models list` (default: the bundled demo model)")
-    p.add_argument("--samples", type=int, default=None,
-                   help="ensemble size S, 1-64: more samples, better uncertainty, longer run (default: the model's)")
+    p.add_argument("--samples", type=_samples_value, default=None,
+                   help="ensemble size S, 1-64: more samples, better uncertainty, longer run (default: the model's); "
+                        "'auto': draw 3, 5, 7, ... samples and stop once the fused masks and the uncertainty stop "
+                        "changing (at most 15; see docs/architecture.md)")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps K per sample, 1-1000 (default: the model's)")
     p.add_argument("--fused-steps", type=int, default=None, help="how many of the last steps are fused, 1-K (default: the model's)")
     p.add_argument("--start", choices=["noise", "presegmentation"], default=None,
@@ -65,6 +67,16 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", default="bar", choices=["bar", "json", "none"], help="progress display: bar on stderr, JSON lines on stdout, or none")
 
 
+def _samples_value(text: str) -> int | str:
+    """--samples: a whole number, or 'auto'."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got {text!r}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from SpineSegDiffLib.core.progress import make_progress
 
@@ -92,7 +104,7 @@ def _check_options(args) -> None:
     """Ranges of the numeric options, checked as given (None = the model's default, later)."""
     from SpineSegDiffLib.inference.settings import MAX_STEPS, SegmentSettings
 
-    SegmentSettings(samples=1 if args.samples is None else args.samples,
+    SegmentSettings(samples=1 if args.samples in (None, "auto") else args.samples,
                     steps=(args.steps if args.steps is not None
                            else max(MAX_STEPS, args.fused_steps or 0)),
                     fused_steps=args.fused_steps, seed=args.seed,
@@ -111,11 +123,41 @@ def _outputs_from_args(args) -> dict[str, Path | None]:
 
 def _load_model(args):
     from SpineSegDiffLib.inference.loading import load_model
-    from SpineSegDiffLib.model.registry import resolve_model
 
     if not hasattr(args, "_loaded_model"):
-        args._loaded_model = load_model(resolve_model(args.model), args.device)
+        args._loaded_model = load_model(_model_info(args).path, args.device)
     return args._loaded_model
+
+
+def _model_info(args):
+    """model.json of the chosen model (no weights, no torch), once per process."""
+    from SpineSegDiffLib.inference.model_info import ModelInfo
+    from SpineSegDiffLib.model.registry import resolve_model
+
+    if not hasattr(args, "_model_info"):
+        args._model_info = ModelInfo.read(resolve_model(args.model))
+    return args._model_info
+
+
+def _segment_with_network(args, image, settings, outputs: dict, report, input_name: str):
+    """The full pipeline (torch): loads the model, draws what the cache lacks, writes the presegmentation."""
+    from SpineSegDiffLib.data import outputs as out
+    from SpineSegDiffLib.inference.pipeline import segment_image
+    from SpineSegDiffLib.inference.presegmentation import model_presegmentation
+
+    model = _load_model(args)
+    on_presegmentation = None
+    if outputs.get("presegmentation") is not None:
+        if model_presegmentation(model) is None:
+            raise InputError(f"--output-presegmentation: the model {model.identity.get('id')} has no "
+                             "presegmenter; leave the option out or use a model with one")
+
+        def on_presegmentation(labelmap) -> None:
+            out.write_segmentation(labelmap, outputs["presegmentation"])
+            report("presegmentation", 0.04, "presegmentation written", path=str(outputs["presegmentation"]))
+
+    return segment_image(image, model, settings, report, input_name=input_name,
+                         on_presegmentation=on_presegmentation)
 
 
 def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progress, start: float, end: float) -> dict:
@@ -125,8 +167,7 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
 
     from SpineSegDiffLib.core.log import warn
     from SpineSegDiffLib.data.imageio import grid_warnings
-    from SpineSegDiffLib.inference.pipeline import segment_image
-    from SpineSegDiffLib.inference.presegmentation import default_start, default_steps, model_presegmentation
+    from SpineSegDiffLib.inference.presegmentation import default_start, default_steps
     from SpineSegDiffLib.inference.settings import SegmentSettings
 
     out.check_output_paths(outputs, [image_path])
@@ -148,28 +189,27 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
     sub = SubProgress(progress, "load", start, end)
     sub(0.0, f"reading {image_path.name}")
     image, dicom = read_input(image_path, getattr(args, "series", None))
-    model = _load_model(args)
-    start_kind = args.start or default_start(model)
-    settings = SegmentSettings(samples=model.default("samples", 5) if args.samples is None else args.samples,
-                               steps=default_steps(model, start_kind) if args.steps is None else args.steps,
+    info = _model_info(args)
+    start_kind = args.start or default_start(info)
+    from SpineSegDiffLib.inference.auto_samples import CAP
+
+    auto = args.samples == "auto"
+    settings = SegmentSettings(samples=(CAP if auto else info.default("samples", 5) if args.samples is None
+                                        else args.samples), samples_auto=auto,
+                               steps=default_steps(info, start_kind) if args.steps is None else args.steps,
                                fused_steps=args.fused_steps, seed=args.seed,
                                batch_slices=args.batch_slices,
                                extras=outputs.get("extras") is not None,
                                cache=not args.no_cache, sample_masks=measuring,
                                start=start_kind, t_max=args.t_max)
     report = lambda stage, f, msg="", **kw: progress.update(stage, start + (end - start) * f, msg, **kw)  # noqa: E731
-    on_presegmentation = None
-    if outputs.get("presegmentation") is not None:
-        if model_presegmentation(model) is None:
-            raise InputError(f"--output-presegmentation: the model {model.identity.get('id')} has no "
-                             "presegmenter; leave the option out or use a model with one")
+    result = None
+    if outputs.get("presegmentation") is None:  # every sample on disk: re-fuse them, no torch, no network
+        from SpineSegDiffLib.inference.cached_run import segment_from_cache
 
-        def on_presegmentation(labelmap) -> None:
-            out.write_segmentation(labelmap, outputs["presegmentation"])
-            report("presegmentation", 0.04, "presegmentation written", path=str(outputs["presegmentation"]))
-
-    result = segment_image(image, model, settings, report, input_name=str(image_path),
-                           on_presegmentation=on_presegmentation)
+        result = segment_from_cache(image, info, settings, args.device, input_name=str(image_path))
+    if result is None:
+        result = _segment_with_network(args, image, settings, outputs, report, str(image_path))
     notes = grid_warnings(image, image_path)
     if not sitk.GetArrayViewFromImage(result.labelmap).any():
         notes.append(f"{image_path}: no structure was found (empty segmentation); check that the image is "
@@ -210,7 +250,7 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
     if outputs.get("measurements_plot") is not None:
         measure_files.plot_measurements(report, outputs["measurements_plot"])
     if outputs.get("dicom_seg") is not None:
-        write_dicom_seg_output(outputs["dicom_seg"], result.labelmap, dicom, model.identity, result.summary["settings"])
+        write_dicom_seg_output(outputs["dicom_seg"], result.labelmap, dicom, info.identity, result.summary["settings"])
     if outputs.get("dicom_uncertainty") is not None:
         write_dicom_uncertainty_output(outputs["dicom_uncertainty"], result.uncertainty, dicom)
     result.summary["timings"]["write_s"] = round(time.perf_counter() - t0, 3)

@@ -1,15 +1,13 @@
-"""Fusing drawn samples into probabilities and uncertainty maps on the model grid (no network)."""
+"""Fusing drawn samples into probabilities and uncertainty maps on the model grid (no network, no torch)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    pass
-
+from SpineSegDiffLib.model import levels
+from SpineSegDiffLib.model.diffusion_config import fusion_weight_array
 
 
 @dataclass
@@ -24,6 +22,7 @@ class GridPrediction:
     network_evaluations: int = 0
     samples_from_cache: int = 0
     sample_levels: list[np.ndarray] | None = None  # each sample's (Ts, n, C, H, W) levels, for per-sample masks
+    auto_trace: list[dict] | None = None  # --samples auto: the sizes tried and their changes (auto_samples.py)
 
 
 # slices fused at a time: bounds the int32/float32 temporaries of the statistics
@@ -33,27 +32,21 @@ _FUSE_SLICES = 8
 def fuse_samples(samples: list[np.ndarray], fused_steps: int, extras: bool = False) -> GridPrediction:
     """Fusion and uncertainty from per-sample levels (each (Ts, n, C, H, W) uint8), no network.
 
-    The same function serves fresh and cached samples, so both give identical results.
+    The same function serves fresh and cached samples, so both give identical results;
+    numpy only, so re-fusing cached samples never waits for torch to import.
     """
-    from SpineSegDiffLib.model.diffusion import fuse_steps, fusion_weights
-    from SpineSegDiffLib.model.uncertainty import (
-        statistics_from_levels,
-        uncertainty_maps,
-    )
-
     _, n, c, h, w = samples[0].shape
     out = GridPrediction(np.zeros((n, c, h, w), np.float32), np.zeros((n, c, h, w), np.float32))
     if extras:
         out.variance = np.zeros_like(out.probabilities)
         out.mutual_information = np.zeros_like(out.probabilities)
-    weights = fusion_weights(fused_steps)
+    weights = fusion_weight_array(fused_steps)
     for start in range(0, n, _FUSE_SLICES):
         part = slice(start, min(n, start + _FUSE_SLICES))
-        stats = statistics_from_levels(samples, part)
-        out.probabilities[part] = fuse_steps(stats.mean_probability, weights).numpy()
-        maps = uncertainty_maps(stats, extras)
-        out.entropy[part] = maps.entropy.numpy()
+        stats = levels.statistics_of_levels(samples, part)
+        out.probabilities[part] = levels.fuse_step_means(stats.mean_probability, weights)
+        out.entropy[part] = levels.entropy_of_mean(stats)
         if extras:
-            out.variance[part] = maps.variance.numpy()
-            out.mutual_information[part] = maps.mutual_information.numpy()
+            out.variance[part] = levels.variance_of_samples(stats)
+            out.mutual_information[part] = levels.mutual_information(stats)
     return out

@@ -26,6 +26,7 @@ class LoadedModel:
     device: torch.device
     path: Path | None = None
     device_note: str | None = None
+    requested_device: str = "auto"  # as given ("auto", "cpu", ...): the cached path's request
 
     @property
     def image_channels(self) -> int:
@@ -56,7 +57,7 @@ def load_model(path: str | Path, device: str = "auto") -> LoadedModel:
     if note:
         warn(note)
     return LoadedModel(network, meta, grid, DiffusionConfig.from_dict(meta["diffusion"]), dev,
-                       Path(path), note)
+                       Path(path), note, device)
 
 
 class MaxPool2x2(torch.nn.Module):

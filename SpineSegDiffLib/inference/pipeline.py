@@ -10,40 +10,62 @@ when the grid is coarser than the input).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import SimpleITK as sitk
 
-from SpineSegDiffLib import __version__
-from SpineSegDiffLib.core.labels import NUM_CLASSES, STRUCTURES
 from SpineSegDiffLib.core.log import warn
-from SpineSegDiffLib.grid.geometry import ModelGrid, to_model_grid
+from SpineSegDiffLib.inference.auto_samples import choose_samples
+from SpineSegDiffLib.grid.geometry import to_model_grid
 from SpineSegDiffLib.inference.fusion import GridPrediction, fuse_samples
 from SpineSegDiffLib.inference.loading import LoadedModel
-from SpineSegDiffLib.inference.postprocess import clean_masks, to_labelmap
+from SpineSegDiffLib.inference.on_input import (  # noqa: F401 (SegmentationResult: callers import it from here)
+    SegmentationResult,
+    labelmap_on_input,
+    result_on_input,
+    run_summary,
+)
 from SpineSegDiffLib.inference.presegmentation import presegment_grid, resolve_start
 from SpineSegDiffLib.inference.sample_cache_key import open_sample_cache
 from SpineSegDiffLib.inference.sampling import draw_samples
 from SpineSegDiffLib.inference.settings import SegmentSettings
-from SpineSegDiffLib.inference.summary import structure_summary
+from SpineSegDiffLib.inference.request_index import remember_request
 
 if TYPE_CHECKING:
     from SpineSegDiffLib.inference.sample_cache import SampleCache
 
 
-@dataclass
-class SegmentationResult:
-    labelmap: sitk.Image  # uint8 on the input geometry
-    masks: np.ndarray  # (C, z, y, x) bool on the input geometry
-    uncertainty: sitk.Image  # float32 combined uncertainty on the input geometry
-    structure_uncertainty: list[sitk.Image]  # per structure, input geometry
-    probabilities: list[sitk.Image]  # per structure, input geometry
-    extras: dict[str, list[sitk.Image]] = field(default_factory=dict)
-    summary: dict = field(default_factory=dict)
-    grid: ModelGrid | None = None
-    sample_labelmaps: list[sitk.Image] = field(default_factory=list)  # settings.sample_masks: one per sample
+class _Samples:
+    """Samples 0..k-1 on demand: the ones held, then the cache, then drawn (and stored)."""
+
+    def __init__(self, model: LoadedModel, slices: np.ndarray, settings: SegmentSettings, fused: int,
+                 progress, cache: "SampleCache | None", presegmentation, t_max) -> None:
+        self.model, self.slices, self.settings, self.fused = model, slices, settings, fused
+        self.progress, self.cache, self.presegmentation, self.t_max = progress, cache, presegmentation, t_max
+        self.held: list[np.ndarray] = []
+        self.from_cache = 0
+        self.network_seconds = 0.0
+        self.network_evaluations = 0
+
+    def first(self, k: int) -> list[np.ndarray]:
+        if len(self.held) < k and self.cache is not None:
+            cached = self.cache.load_leading(k)
+            self.held += cached[len(self.held):]
+            self.from_cache = max(self.from_cache, len(cached))
+        if len(self.held) < k:
+            have = len(self.held)
+            drawn = draw_samples(self.model, self.slices, self.settings, range(have, k), self.fused,
+                                 self.progress, self.presegmentation, self.t_max)
+            for offset, levels in enumerate(drawn.levels):
+                index = drawn.first + offset
+                if self.cache is not None and index >= have:  # whole groups: keep the extra ones for later
+                    self.cache.store(index, levels)
+                if index == len(self.held):
+                    self.held.append(levels)
+            self.network_seconds += drawn.network_seconds
+            self.network_evaluations += drawn.network_evaluations
+        return self.held[:k]
 
 
 def predict_on_grid(model: LoadedModel, slices: np.ndarray, settings: SegmentSettings,
@@ -55,53 +77,23 @@ def predict_on_grid(model: LoadedModel, slices: np.ndarray, settings: SegmentSet
     With a ``cache``, samples already on disk are read instead of drawn (lowering S
     costs no network evaluation), and only the missing ones are drawn and stored.
     With ``presegmentation`` (n, C, H, W) and ``t_max``, samples start from it (noised).
+    With ``settings.samples_auto``, S grows until the result is stable (``auto_samples``),
+    ``settings.samples`` being the cap; ``out.auto_trace`` then says how it went.
     """
     fused = model.diffusion.fused_steps_for(settings.steps, settings.fused_steps)
-    samples = cache.load_leading(settings.samples) if cache is not None else []
-    cached = len(samples)
-    drawn = draw_samples(model, slices, settings, range(cached, settings.samples), fused, progress,
-                         presegmentation, t_max)
-    for offset, levels in enumerate(drawn.levels):
-        index = drawn.first + offset
-        if cache is not None and index >= cached:  # whole groups: keep the extra ones for later
-            cache.store(index, levels)
-        if cached <= index < settings.samples:
-            samples.append(levels)
-    out = fuse_samples(samples, fused, settings.extras)
-    out.network_seconds = drawn.network_seconds
-    out.network_evaluations = drawn.network_evaluations
-    out.samples_from_cache = cached
+    source = _Samples(model, slices, settings, fused, progress, cache, presegmentation, t_max)
+    trace = None
+    if settings.samples_auto:
+        out, samples, trace = choose_samples(source.first, fused, settings.extras, settings.samples)
+    else:
+        samples = source.first(settings.samples)
+        out = fuse_samples(samples, fused, settings.extras)
+    out.network_seconds = source.network_seconds
+    out.network_evaluations = source.network_evaluations
+    out.samples_from_cache = min(source.from_cache, len(samples))
     out.sample_levels = samples
+    out.auto_trace = trace
     return out
-
-
-def _decided_probabilities(prob: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Probabilities whose 0.5 level set equals the cleaned masks on the grid.
-
-    Linear interpolation of these onto the input grid, then thresholding at 0.5, keeps
-    the clean-up's decisions while giving sub-grid-voxel smooth boundaries.
-    """
-    eps = 1e-3
-    return np.where(keep, np.maximum(prob, 0.5 + eps), np.minimum(prob, 0.5 - eps)).astype(np.float32)
-
-
-def labelmap_on_input(probabilities: np.ndarray, grid: ModelGrid, image: sitk.Image,
-                      min_component_mm3: float) -> tuple[sitk.Image, np.ndarray, np.ndarray, list[sitk.Image]]:
-    """Grid probabilities (n, C, H, W) -> (labelmap, masks (C, z, y, x), probabilities (C, z, y, x),
-    probability images) on the input's exact geometry, cleaned on the grid."""
-    spacing = grid.grid_image.GetSpacing()
-    keep = clean_masks(probabilities > 0.5, float(np.prod(spacing)), min_component_mm3)
-    decided = _decided_probabilities(probabilities, keep)
-    prob_images = [grid.to_input_geometry(decided[:, c], interpolation="linear") for c in range(NUM_CLASSES)]
-    prob_arrays = np.stack([sitk.GetArrayViewFromImage(p) for p in prob_images])
-    masks = prob_arrays > 0.5
-    # to_labelmap wants the structure axis second: (z, C, y, x)
-    labelmap_arr = to_labelmap(np.moveaxis(masks, 0, 1), np.moveaxis(prob_arrays, 0, 1))
-    # from here on the masks are the labelmap's, so volumes and scores match what is written
-    masks = np.stack([labelmap_arr == s.value for s in STRUCTURES])
-    labelmap = sitk.GetImageFromArray(labelmap_arr)
-    labelmap.CopyInformation(image)
-    return labelmap, masks, prob_arrays, prob_images
 
 
 def segment_image(image: sitk.Image, model: LoadedModel, settings: SegmentSettings,
@@ -150,48 +142,15 @@ def segment_image(image: sitk.Image, model: LoadedModel, settings: SegmentSettin
 
     t2 = time.perf_counter()
     report("fuse", 0.91, "cleaning masks and mapping back onto the input geometry")
-    spacing = grid.grid_image.GetSpacing()
-    labelmap, masks, prob_arrays, prob_images = labelmap_on_input(pred.probabilities, grid, image,
-                                                                  settings.min_component_mm3)
-    ent_images = [grid.to_input_geometry(pred.entropy[:, c], interpolation="linear") for c in range(NUM_CLASSES)]
-    ent_arrays = np.stack([sitk.GetArrayViewFromImage(e) for e in ent_images])
-    combined = sitk.GetImageFromArray(ent_arrays.max(axis=0).astype(np.float32))
-    combined.CopyInformation(image)
-    extras: dict[str, list[sitk.Image]] = {}
-    if settings.extras:
-        extras["variance"] = [grid.to_input_geometry(pred.variance[:, c], interpolation="linear")
-                              for c in range(NUM_CLASSES)]
-        extras["mutual_information"] = [grid.to_input_geometry(pred.mutual_information[:, c],
-                                                               interpolation="linear")
-                                        for c in range(NUM_CLASSES)]
-    sample_labelmaps = []
-    if settings.sample_masks:
-        from SpineSegDiffLib.inference.sample_masks import sample_labelmaps as per_sample
-
-        sample_labelmaps = [grid.to_input_geometry(lm, "nearest") for lm in per_sample(
-            pred.sample_levels, fused, float(np.prod(spacing)), settings.min_component_mm3)]
+    result, ent_arrays = result_on_input(image, grid, pred, settings, fused)
     timings["postprocess_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0
-    summary = {
-        "version": 1,
-        "spinesegdiff_version": __version__,
-        "input": input_name,
-        "model": model.identity,
-        "settings": {"samples": settings.samples, "steps": settings.steps, "fused_steps": fused,
-                     "seed": settings.seed, "device": str(model.device),
-                     "start": start.kind, "t_max": start.t_max,
-                     "grid": {"spacing_mm": list(spacing), "size": model.grid_spec.size,
-                              "slices": int(grid.slices.shape[0])},
-                     "acquisition_plane": grid.acquisition_plane},
-        "notes": notes,
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-        "network_evaluations": pred.network_evaluations,
-        # one encoder + head pass per slice (the ensemble's own encoder passes are not counted either)
-        "presegmentation_evaluations": preseg_evaluations,
-        "cache": {"enabled": cache is not None, "samples_from_cache": pred.samples_from_cache,
-                  "samples_computed": settings.samples - pred.samples_from_cache,
-                  "folder": str(cache.folder) if cache is not None else None},
-        "structures": structure_summary(image, masks, ent_arrays),
-    }
-    return SegmentationResult(labelmap, masks, combined, ent_images, prob_images, extras, summary, grid,
-                              sample_labelmaps)
+    result.summary = run_summary(image, result, ent_arrays, pred, settings, fused_steps=fused,
+                                 start_kind=start.kind, t_max=start.t_max, device=str(model.device),
+                                 model_identity=model.identity, input_name=input_name, notes=notes,
+                                 timings=timings, preseg_evaluations=preseg_evaluations,
+                                 cache_folder=str(cache.folder) if cache is not None else None)
+    if cache is not None:
+        remember_request(cache, image, model.path, settings, fused, start, str(model.device),
+                         model.requested_device)
+    return result

@@ -15,10 +15,10 @@ from SpineSegDiffLib.inference.postprocess import clean_masks, to_labelmap
 def sample_labelmaps(sample_levels: list[np.ndarray], fused_steps: int, voxel_volume_mm3: float,
                      min_component_mm3: float) -> list[np.ndarray]:
     """Per-sample levels (each (Ts, n, C, H, W) uint8) -> one (n, H, W) uint8 labelmap per sample."""
-    from SpineSegDiffLib.model.diffusion import fusion_weights
-    from SpineSegDiffLib.model.uncertainty import QUANT_LEVELS
+    from SpineSegDiffLib.model.diffusion_config import fusion_weight_array
+    from SpineSegDiffLib.model.levels import QUANT_LEVELS
 
-    weights = fusion_weights(fused_steps).numpy().astype(np.float32)
+    weights = fusion_weight_array(fused_steps)
     out = []
     for levels in sample_levels:
         probabilities = np.zeros(levels.shape[1:], np.float32)

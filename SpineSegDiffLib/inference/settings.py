@@ -27,7 +27,8 @@ MAX_SEED = 2 ** 32 - 1  # numpy's and torch's seeds agree on this range
 
 @dataclass
 class SegmentSettings:
-    samples: int = 5
+    samples: int = 5  # with samples_auto: the most samples drawn
+    samples_auto: bool = False  # grow S until the result is stable (auto_samples.py)
     steps: int = 10
     fused_steps: int | None = None  # None: the model's default
     seed: int = 0

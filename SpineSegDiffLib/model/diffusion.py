@@ -14,16 +14,16 @@ weighs most). Threshold at 0.5.
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
 from monai.networks.schedulers import DDIMScheduler
 
-from SpineSegDiffLib.core.errors import ModelError
-from SpineSegDiffLib.core.settings_dict import settings_from_dict
+# DiffusionConfig and the fusion weights are torch-free (the cached path of `segment` needs them)
+from SpineSegDiffLib.model.diffusion_config import DiffusionConfig, fusion_weight_array
 from SpineSegDiffLib.model.network import DiffUNet
 from SpineSegDiffLib.model.uncertainty import (
     EnsembleStatistics,
@@ -31,42 +31,6 @@ from SpineSegDiffLib.model.uncertainty import (
     UncertaintyMaps,
     uncertainty_maps,
 )
-
-
-@dataclass(frozen=True)
-class DiffusionConfig:
-    """Diffusion settings; stored in a model file's ``model.json``."""
-
-    train_steps: int = 1000  # T
-    schedule: str = "cosine"
-    sampling_steps: int = 10  # K, DDIM steps (paper 50; Diff-UNet shows 10 works)
-    fused_steps: int = 5  # Ts, the last Ts of the K steps are fused
-    samples: int = 15  # S, ensemble size (paper)
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.train_steps < 2:
-            problems.append(f"train_steps must be >= 2, got {self.train_steps}")
-        if self.schedule != "cosine":
-            problems.append(f"only the cosine schedule is supported, got {self.schedule!r}")
-        if not 1 <= self.sampling_steps <= self.train_steps:
-            problems.append(f"sampling_steps must be in 1..{self.train_steps}, got {self.sampling_steps}")
-        if self.fused_steps < 1 or self.samples < 1:
-            problems.append("fused_steps and samples must be at least 1")
-        if problems:
-            raise ModelError("diffusion settings: " + "; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def fused_steps_for(self, steps: int, requested: int | None = None) -> int:
-        """How many of the last ``steps`` are fused: ``requested`` (else this model's), 1 .. ``steps``."""
-        return max(1, min(requested or self.fused_steps, steps))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "model.json") -> "DiffusionConfig":
-        """Read settings written by ``to_dict``; ``source`` names the file in errors."""
-        return settings_from_dict(cls, data, source, "diffusion")
 
 
 def make_scheduler(config: DiffusionConfig) -> DDIMScheduler:
@@ -117,10 +81,7 @@ def ddim_step_to(scheduler: DDIMScheduler, x0: torch.Tensor, t: int, prev_t: int
 
 def fusion_weights(fused_steps: int) -> torch.Tensor:
     """Normalised weights exp(-a (Ts - t) / Ts), a = Ts / 2, t = 1..Ts (last step largest)."""
-    ts = fused_steps
-    t = torch.arange(1, ts + 1, dtype=torch.float64)
-    weights = torch.exp(-(ts / 2.0) * (ts - t) / ts)
-    return (weights / weights.sum()).float()
+    return torch.from_numpy(fusion_weight_array(fused_steps))
 
 
 # DiceLoss per (sample, channel), so partial-label weights can mask single structures

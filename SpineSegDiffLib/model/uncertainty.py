@@ -25,6 +25,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from SpineSegDiffLib.model import levels as _levels
+
 _LN2 = math.log(2.0)
 
 
@@ -84,11 +86,9 @@ class RunningEnsembleSums:
         return EnsembleStatistics(self._sum_p / n, self._sum_p2 / n, self._sum_h / n, n)
 
 
-# Probabilities of single samples are kept as uint8 levels q = round(255 p): a quarter of
-# float32's memory and disk, an error of at most 1/510 (far below the spread between
-# samples), and sums of q and q^2 are exact integers, so the statistics do not depend on
-# the order or batching in which samples were drawn or read back from the cache.
-QUANT_LEVELS = 255
+# uint8 levels of single samples (why: see levels.py, the torch-free home of these)
+QUANT_LEVELS = _levels.QUANT_LEVELS
+ENTROPY_OF_LEVEL = _levels.ENTROPY_OF_LEVEL
 
 
 def quantise_probabilities(probabilities: torch.Tensor) -> torch.Tensor:
@@ -96,40 +96,12 @@ def quantise_probabilities(probabilities: torch.Tensor) -> torch.Tensor:
     return (probabilities.float().clamp(0.0, 1.0) * QUANT_LEVELS).round_().to(torch.uint8)
 
 
-def _entropy_of_levels() -> np.ndarray:
-    levels = torch.arange(QUANT_LEVELS + 1, dtype=torch.float64) / QUANT_LEVELS
-    return binary_entropy(levels).float().numpy()
-
-
-ENTROPY_OF_LEVEL = _entropy_of_levels()  # (256,) float32: binary entropy of each level
-
-
 def statistics_from_levels(samples: Sequence[np.ndarray], index: slice = slice(None)) -> EnsembleStatistics:
-    """Ensemble statistics from per-sample uint8 levels, each (Ts, n, C, H, W).
-
-    ``index`` selects slices (axis 1), so callers can bound memory by working on a few
-    slices at a time. Samples are added in the order given; the p and p^2 sums are exact
-    integers and the entropy sum follows that fixed order, so equal inputs give
-    bit-identical statistics whatever produced them (fresh run or cache).
-    """
-    if not samples:
-        raise ValueError("statistics need at least one sample")
-    first = samples[0][:, index]
-    sum_q = np.zeros(first.shape, np.int32)
-    sum_q2 = np.zeros(first.shape, np.int32)
-    sum_h = np.zeros(first.shape, np.float32)
-    for sample in samples:
-        q = sample[:, index]
-        q32 = q.astype(np.int32)
-        sum_q += q32
-        sum_q2 += q32 * q32
-        sum_h += ENTROPY_OF_LEVEL[q]
-    n = len(samples)
-    return EnsembleStatistics(
-        mean_probability=torch.from_numpy(sum_q.astype(np.float32) / np.float32(QUANT_LEVELS * n)),
-        mean_square=torch.from_numpy(sum_q2.astype(np.float32) / np.float32(QUANT_LEVELS ** 2 * n)),
-        mean_entropy=torch.from_numpy(sum_h / np.float32(n)),
-        samples=n)
+    """``levels.statistics_of_levels`` as torch tensors (same numbers)."""
+    stats = _levels.statistics_of_levels(samples, index)
+    return EnsembleStatistics(mean_probability=torch.from_numpy(stats.mean_probability),
+                              mean_square=torch.from_numpy(stats.mean_square),
+                              mean_entropy=torch.from_numpy(stats.mean_entropy), samples=stats.samples)
 
 
 @dataclass
