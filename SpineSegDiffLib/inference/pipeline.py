@@ -50,9 +50,10 @@ class _Samples:
 
     def first(self, k: int) -> list[np.ndarray]:
         if len(self.held) < k and self.cache is not None:
-            cached = self.cache.load_leading(k)
-            self.held += cached[len(self.held):]
-            self.from_cache = max(self.from_cache, len(cached))
+            # samples drawn by this run are held already: what the cache adds came from earlier runs
+            found = self.cache.load_leading(k)[len(self.held):]
+            self.held += found
+            self.from_cache += len(found)
         if len(self.held) < k:
             have = len(self.held)
             drawn = draw_samples(self.model, self.slices, self.settings, range(have, k), self.fused,
