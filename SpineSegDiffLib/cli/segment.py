@@ -223,7 +223,7 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
         progress.update("fuse", start + (end - start) * 0.95, "levels and measurements")
         t_measure = time.perf_counter()
         report, instances = measure_case(result.labelmap, image, result.sample_labelmaps)
-        mismatch = calibration_mismatch(report, model.identity.get("id"), model.identity.get("version"))
+        mismatch = calibration_mismatch(report, info.identity.get("id"), info.identity.get("version"))
         report["warnings"] += [mismatch] if mismatch else []
         result.summary["timings"]["measure_s"] = round(time.perf_counter() - t_measure, 3)
         result.summary["levels_and_measurements"] = report
