@@ -83,7 +83,9 @@ def test_a_report_gives_raw_and_calibrated_intervals_and_names_the_calibration()
     thinner[(truth == 203) & (np.roll(truth, 1, axis=1) != 203)] = 0
     report, _ = measure_case(image(semantic), case.images["t2"], [image(semantic), image(thinner)])
     assert report["calibration"]["applied"] and "phantom" in report["calibration"]["fitted_on"]
-    assert calibration_mismatch(report, "spinesegdiff-demo", "1.2.0") is None
+    fitted = report["calibration"]
+    assert fitted["model_id"] == "spinesegdiff-demo"
+    assert calibration_mismatch(report, fitted["model_id"], fitted["model_version"]) is None
     assert "refit" in calibration_mismatch(report, "my-model", "2.0")
     rows = [r for r in report["measurements"] if r["measure"] in ("disc_height_middle_mm", "disc_volume_ml")
             and r["fused"] is not None]
