@@ -96,12 +96,7 @@ def export_dicom_seg(segmentations_logic, segmentation_node, volume_node, output
         process = EngineProcess(command, on_progress=lambda record: None, on_finished=ended.append,
                                 env=python_environment(engine_dir), cwd=str(work))
         process.start()
-        try:
-            process.wait(timeout)
-        except TimeoutError:
-            process.cancel()
-            process.wait(60)
-            raise RuntimeError(f"writing the DICOM SEG took longer than {timeout:.0f} s and was stopped") from None
+        process.wait_or_cancel(timeout, "writing the DICOM SEG")
         if not ended or not ended[0].ok:
             message = ended[0].message if ended else "no result"
             raise RuntimeError(f"could not write the DICOM SEG: {message}")

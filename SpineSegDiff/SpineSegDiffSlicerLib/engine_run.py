@@ -100,9 +100,4 @@ def start_segmentation(scene, segmentations_logic, volume_node, work_dir: str | 
 
 def wait_for(process: EngineProcess, timeout: float | None) -> None:
     """Wait for the run to end; past ``timeout`` cancel it and raise RuntimeError."""
-    try:
-        process.wait(timeout)
-    except TimeoutError:
-        process.cancel()
-        process.wait(60)
-        raise RuntimeError(f"the segmentation took longer than {timeout} s and was cancelled") from None
+    process.wait_or_cancel(timeout, "the segmentation")

@@ -223,6 +223,15 @@ class EngineProcess:
         assert self._result is not None
         return self._result
 
+    def wait_or_cancel(self, timeout: float | None, task: str) -> Result:
+        """``wait``; past ``timeout`` cancel the process tree and raise RuntimeError naming ``task``."""
+        try:
+            return self.wait(timeout)
+        except TimeoutError:
+            self.cancel()
+            self.wait(60)
+            raise RuntimeError(f"{task} took longer than {timeout:.0f} s and was cancelled") from None
+
     def cancel(self) -> None:
         """Stop the process and all its children: SIGTERM now, SIGKILL after the grace period."""
         if self._process is None or self._exited.is_set():

@@ -15,12 +15,16 @@ import time
 import SimpleITK as sitk
 
 from SpineSegDiffLib.core.labels import NUM_CLASSES
-from SpineSegDiffLib.core.log import warn
 from SpineSegDiffLib.grid.geometry import to_model_grid
 from SpineSegDiffLib.inference.auto_samples import choose_samples
 from SpineSegDiffLib.inference.fusion import fuse_samples
 from SpineSegDiffLib.inference.model_info import ModelInfo
-from SpineSegDiffLib.inference.on_input import SegmentationResult, result_on_input, run_summary
+from SpineSegDiffLib.inference.on_input import (
+    SegmentationResult,
+    reorientation_notes,
+    result_on_input,
+    run_summary,
+)
 from SpineSegDiffLib.inference.presegmentation import resolve_start
 from SpineSegDiffLib.inference.request_index import find_request, request_key
 from SpineSegDiffLib.inference.settings import SegmentSettings
@@ -70,11 +74,7 @@ def segment_from_cache(image: sitk.Image, model: ModelInfo, settings: SegmentSet
     result, ent_arrays = result_on_input(image, grid, pred, settings, fused)
     timings["postprocess_s"] = time.perf_counter() - t_post
     timings["total_s"] = time.perf_counter() - t0
-    notes = []
-    if grid.acquisition_plane != "sagittal":
-        notes.append(f"{grid.acquisition_plane} acquisition reoriented to sagittal slices "
-                     f"({n} slices); results are mapped back onto the input grid")
-        warn(notes[-1])
+    notes = reorientation_notes(grid)
     result.summary = run_summary(image, result, ent_arrays, pred, settings, fused_steps=fused,
                                  start_kind=start.kind, t_max=start.t_max, device=record["device"],
                                  model_identity=model.identity, input_name=input_name, notes=notes,

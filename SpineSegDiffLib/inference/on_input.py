@@ -15,6 +15,7 @@ import SimpleITK as sitk
 
 from SpineSegDiffLib import __version__
 from SpineSegDiffLib.core.labels import NUM_CLASSES, STRUCTURES
+from SpineSegDiffLib.core.log import warn
 from SpineSegDiffLib.grid.geometry import ModelGrid
 from SpineSegDiffLib.inference.fusion import GridPrediction
 from SpineSegDiffLib.inference.postprocess import clean_masks, to_labelmap
@@ -91,6 +92,16 @@ def result_on_input(image: sitk.Image, grid: ModelGrid, pred: GridPrediction, se
     result = SegmentationResult(labelmap, masks, combined, ent_images, prob_images, extras, {}, grid,
                                 sample_labelmaps)
     return result, ent_arrays
+
+
+def reorientation_notes(grid: ModelGrid) -> list[str]:
+    """The note (also printed as a warning) that a non-sagittal input was reoriented; [] for sagittal."""
+    if grid.acquisition_plane == "sagittal":
+        return []
+    note = (f"{grid.acquisition_plane} acquisition reoriented to sagittal slices "
+            f"({grid.slices.shape[0]} slices); results are mapped back onto the input grid")
+    warn(note)
+    return [note]
 
 
 def run_summary(image: sitk.Image, result: SegmentationResult, ent_arrays: np.ndarray, pred: GridPrediction,

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import SimpleITK as sitk
 
-from SpineSegDiffLib.core.log import warn
 from SpineSegDiffLib.inference.auto_samples import choose_samples
 from SpineSegDiffLib.grid.geometry import to_model_grid
 from SpineSegDiffLib.inference.fusion import GridPrediction, fuse_samples
@@ -23,6 +22,7 @@ from SpineSegDiffLib.inference.loading import LoadedModel
 from SpineSegDiffLib.inference.on_input import (  # noqa: F401 (SegmentationResult: callers import it from here)
     SegmentationResult,
     labelmap_on_input,
+    reorientation_notes,
     result_on_input,
     run_summary,
 )
@@ -114,11 +114,7 @@ def segment_image(image: sitk.Image, model: LoadedModel, settings: SegmentSettin
     report("grid", 0.02, "resampling onto the model grid")
     grid = to_model_grid(image, model.grid_spec)
     timings["grid_s"] = time.perf_counter() - t0
-    notes = [model.device_note] if model.device_note else []  # said once, at load_model
-    if grid.acquisition_plane != "sagittal":
-        notes.append(f"{grid.acquisition_plane} acquisition reoriented to sagittal slices "
-                     f"({grid.slices.shape[0]} slices); results are mapped back onto the input grid")
-        warn(notes[-1])
+    notes = ([model.device_note] if model.device_note else []) + reorientation_notes(grid)  # device: said at load
 
     preseg_probabilities, preseg_evaluations = None, 0
     if start.kind == "presegmentation" or on_presegmentation is not None:
