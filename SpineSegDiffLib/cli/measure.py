@@ -41,10 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if all(o is None for o in outputs):
         raise InputError("nothing to write: give --output-measurements, --output-instances, "
                          "--output-measurements-plot and/or --output-summary")
-    if args.output_measurements is not None:
-        files.measurements_format(args.output_measurements)
-    if args.output_instances is not None:
-        files.check_instances_path(args.output_instances)
+    files.check_outputs(args.output_instances, args.output_measurements)
     check_output_paths({"instances": args.output_instances, "measurements": args.output_measurements,
                         "measurements_plot": args.output_measurements_plot, "summary": args.output_summary},
                        [p for p in (args.labelmap, args.image) if p is not None])
@@ -57,12 +54,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     report, instances = measure_case(labelmap, image)
     report["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
-    if args.output_instances is not None:
-        files.write_instances(instances, args.output_instances, labelmap)
-    if args.output_measurements is not None:
-        files.write_measurements(report, args.output_measurements)
-    if args.output_measurements_plot is not None:
-        files.plot_measurements(report, args.output_measurements_plot)
+    files.write_outputs(report, instances, labelmap, instances_path=args.output_instances,
+                        measurements_path=args.output_measurements, plot_path=args.output_measurements_plot)
     if args.output_summary is not None:
         write_summary({"input": str(args.labelmap), "levels_and_measurements": report}, args.output_summary)
     print_report(report)
@@ -70,15 +63,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_report(report: dict) -> None:
-    """The summary lines: levels, then every warning, then what could not be measured."""
-    names = ", ".join(lv["name"] + ("(partial)" if lv["partial"] else "") for lv in report["levels"]) or "none"
-    print(f"levels (anchored at: {report['anchor']}): {names}")
+    """The summary lines: levels, how many measurements were made, every warning, what could not be measured."""
+    levels, *rest = report_lines(report)
     measured = sum(1 for r in report["measurements"] if r["fused"] is not None)
-    print(f"measurements: {measured} of {len(report['measurements'])} made")
-    for warning in report["warnings"]:
-        print(f"warning: {warning}")
-    for line in not_measured_lines(report):
+    for line in [levels, f"measurements: {measured} of {len(report['measurements'])} made", *rest]:
         print(line)
+
+
+def report_lines(report: dict) -> list[str]:
+    """The levels line, then one line per warning and per reason a value is missing (also `segment`'s)."""
+    names = ", ".join(lv["name"] + ("(partial)" if lv["partial"] else "") for lv in report["levels"]) or "none"
+    return ([f"levels (anchored at: {report['anchor']}): {names}"] + [f"warning: {w}" for w in report["warnings"]]
+            + not_measured_lines(report))
 
 
 def not_measured_lines(report: dict) -> list[str]:

@@ -180,10 +180,7 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
     if measuring:
         from SpineSegDiffLib.measure import files as measure_files
 
-        if outputs.get("measurements") is not None:
-            measure_files.measurements_format(outputs["measurements"])
-        if outputs.get("instances") is not None:
-            measure_files.check_instances_path(outputs["instances"])
+        measure_files.check_outputs(outputs.get("instances"), outputs.get("measurements"))
     check_dicom_options(image_path, getattr(args, "series", None), outputs.get("dicom_seg"),
                         outputs.get("dicom_uncertainty"))
     sub = SubProgress(progress, "load", start, end)
@@ -243,12 +240,10 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
         paths = out.extras_paths(outputs["extras"])
         for name, images in result.extras.items():
             out.write_stack(images, paths[name])
-    if outputs.get("instances") is not None:
-        measure_files.write_instances(instances, outputs["instances"], result.labelmap)
-    if outputs.get("measurements") is not None:
-        measure_files.write_measurements(report, outputs["measurements"])
-    if outputs.get("measurements_plot") is not None:
-        measure_files.plot_measurements(report, outputs["measurements_plot"])
+    if measuring:
+        measure_files.write_outputs(report, instances, result.labelmap, instances_path=outputs.get("instances"),
+                                    measurements_path=outputs.get("measurements"),
+                                    plot_path=outputs.get("measurements_plot"))
     if outputs.get("dicom_seg") is not None:
         write_dicom_seg_output(outputs["dicom_seg"], result.labelmap, dicom, info.identity, result.summary["settings"])
     if outputs.get("dicom_uncertainty") is not None:
@@ -361,11 +356,7 @@ def _print_summary(summary: dict) -> None:
         print(f"  note: {note}")
     levels = summary.get("levels_and_measurements")
     if levels is not None:
-        names = ", ".join(lv["name"] + ("(partial)" if lv["partial"] else "") for lv in levels["levels"]) or "none"
-        print(f"  levels (anchored at: {levels['anchor']}): {names}")
-        for warning in levels["warnings"]:
-            print(f"  warning: {warning}")
-        from SpineSegDiffLib.cli.measure import not_measured_lines
+        from SpineSegDiffLib.cli.measure import report_lines
 
-        for line in not_measured_lines(levels):
+        for line in report_lines(levels):
             print(f"  {line}")

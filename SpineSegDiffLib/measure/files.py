@@ -33,6 +33,25 @@ def check_instances_path(path: str | Path) -> None:
                          "or a Slicer segmentation (.seg.nrrd, one segment per level)")
 
 
+def check_outputs(instances: str | Path | None, measurements: str | Path | None) -> None:
+    """The file names of --output-instances / --output-measurements, checked before any work."""
+    if measurements is not None:
+        measurements_format(measurements)
+    if instances is not None:
+        check_instances_path(instances)
+
+
+def write_outputs(report: dict, instances: sitk.Image, semantic: sitk.Image, *, instances_path: str | Path | None,
+                  measurements_path: str | Path | None, plot_path: str | Path | None) -> None:
+    """The level labels, the measurements table and their plot, each where a path is given."""
+    if instances_path is not None:
+        write_instances(instances, instances_path, semantic)
+    if measurements_path is not None:
+        write_measurements(report, measurements_path)
+    if plot_path is not None:
+        plot_measurements(report, plot_path)
+
+
 def write_measurements(report: dict, path: str | Path) -> None:
     if measurements_format(path) == "json":
         write_text(path, json.dumps(report, indent=2) + "\n")
