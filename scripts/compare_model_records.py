@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import zipfile
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 ROWS = [  # (group, structure, measure, label)
     ("phantom", "spinal_canal", "dice", "phantom Dice canal"),
@@ -42,8 +44,9 @@ ROWS += [("real:IVD", "discs", "dice", "IVD disc Dice"),
 
 
 def metrics(path: Path) -> dict:
-    with zipfile.ZipFile(path) as z:
-        return json.loads(z.read("model.json")).get("metrics", {})
+    from SpineSegDiffLib.model.metadata import read_metadata  # checked model.json, no torch
+
+    return read_metadata(path).get("metrics", {})
 
 
 def cell(value) -> str:

@@ -13,6 +13,7 @@ scored, so every set is reported on cases the model never saw.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -51,17 +52,13 @@ def phantom_grid_cases(args_tuple):
     return out
 
 
-_OLD_GENERATOR = []
-
-
+@functools.cache
 def _old_generator():
     """scripts/old_phantom.py's module, loaded once per process (it registers itself as
     ``old_phantom`` in sys.modules, shadowing the loader's own name)."""
-    if not _OLD_GENERATOR:
-        import old_phantom
+    import old_phantom
 
-        _OLD_GENERATOR.append(old_phantom.old_phantom_module())
-    return _OLD_GENERATOR[0]
+    return old_phantom.old_phantom_module()
 
 
 def make_phantoms(seed: int, count: int, spec, workers: int, generator: str = "new"):
