@@ -21,6 +21,11 @@ from SpineSegDiffLib.measure.measurements import MEASURES, Measured
 INTERVAL_METHOD = "95 % prediction interval for one more sample: mean +- t(0.975, S-1) * SD * sqrt(1 + 1/S)"
 
 
+def prediction_half_width_factor(n: int) -> float:
+    """t(0.975, n - 1) * sqrt(1 + 1 / n): the raw interval's half-width in SDs for n samples (n >= 2)."""
+    return float(stdtrit(n - 1, 0.975)) * math.sqrt(1 + 1 / n)
+
+
 def spread(values: list[float]) -> dict:
     """mean, sd, low95, high95 of per-sample values (None where there are too few)."""
     n = len(values)
@@ -30,7 +35,7 @@ def spread(values: list[float]) -> dict:
     if n < 2:
         return {"mean": round(mean, 4), "sd": None, "low95": None, "high95": None, "n_samples": 1}
     sd = float(np.std(values, ddof=1))
-    half = float(stdtrit(n - 1, 0.975)) * sd * math.sqrt(1 + 1 / n)
+    half = prediction_half_width_factor(n) * sd
     return {"mean": round(mean, 4), "sd": round(sd, 4), "low95": round(mean - half, 4),
             "high95": round(mean + half, 4), "n_samples": n}
 
