@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,6 +100,9 @@ def main() -> int:
     p.add_argument("--real-train-cache", type=Path, default=None,
                    help="grid cache (.npz) holding only the real cases to train on (all of them are used)")
     p.add_argument("--no-real", action="store_true", help="train on phantoms only")
+    p.add_argument("--real-repeat", type=int, default=1,
+                   help="each real training case is seen this many times per epoch (the real slices are "
+                        "otherwise a small share next to the phantoms)")
     p.add_argument("--calibrate-only", type=Path, default=None,
                    help="skip training: fit the logit calibration of this model file on fresh phantoms, then score it")
     p.add_argument("--score-only", type=Path, default=None,
@@ -154,11 +158,15 @@ def main() -> int:
         else:
             real = load_grid_cases(args.real_cache) if args.real_cache is not None else load_folder(args.real, spec)
             real_train, real_held = split_real(real)
-    cases = phantoms + real_train
+    if args.real_repeat < 1:
+        p.error("--real-repeat must be 1 or more")
+    cases = phantoms + [replace(c, case_id=f"{c.case_id}#{k}" if k else c.case_id)
+                        for c in real_train for k in range(args.real_repeat)]
     summary = data_summary(cases)
     summary["phantom_seed"] = phantom_seed
     summary["phantom_generator"] = args.phantom_generator
     summary["real_training_cases"] = [c.case_id for c in real_train]
+    summary["real_repeat"] = args.real_repeat
     summary["real_held_out_cases"] = [c.case_id for c in real_held]
     init_state = None
     if args.init is not None:
