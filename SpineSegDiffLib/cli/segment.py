@@ -18,6 +18,7 @@ from SpineSegDiffLib.cli.dicom_options import (
 )
 from SpineSegDiffLib.core.device_names import DEVICE_CHOICES
 from SpineSegDiffLib.core.errors import InputError
+from SpineSegDiffLib.inference.settings import SegmentSettings
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -39,6 +40,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--t-max", type=int, default=None,
                    help="--start presegmentation: noise the presegmentation to this step of the "
                         "1000-step schedule, then run --steps steps down (default: the model's)")
+    p.add_argument("--crop", choices=["auto", "off"], default=None,
+                   help="auto: sample only the spine's box (plus a margin) and the sagittal slices that hold it, "
+                        "found by the model's presegmentation; outside it the result is background with "
+                        "uncertainty 0; a model without a presegmenter is not cropped. off: the whole field "
+                        "of view. The summary records the box, the slices kept and the pixel fraction "
+                        "(default: %s)" % SegmentSettings.crop)
     p.add_argument("--seed", type=int, default=0, help="random seed of the starting noise (same seed, same result)")
     p.add_argument("--output-segmentation", type=Path, help="segmentation file: .seg.nrrd (Slicer segmentation) or a labelmap .nii.gz/.nii/.nrrd/.mha (1 canal, 2 vertebrae, 3 discs)")
     p.add_argument("--output-presegmentation", type=Path,
@@ -198,7 +205,8 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
                                batch_slices=args.batch_slices,
                                extras=outputs.get("extras") is not None,
                                cache=not args.no_cache, sample_masks=measuring,
-                               start=start_kind, t_max=args.t_max)
+                               start=start_kind, t_max=args.t_max,
+                               crop=args.crop or SegmentSettings.crop)
     report = lambda stage, f, msg="", **kw: progress.update(stage, start + (end - start) * f, msg, **kw)  # noqa: E731
     result = None
     if outputs.get("presegmentation") is None:  # every sample on disk: re-fuse them, no torch, no network
@@ -350,6 +358,10 @@ def _print_summary(summary: dict) -> None:
     if cache.get("samples_from_cache"):
         print(f"  {cache['samples_from_cache']} sample(s) reused from the sample cache, "
               f"{cache['samples_computed']} computed")
+    crop = s.get("crop", {})
+    if crop.get("applied"):
+        print(f"  sampled the spine's box: {crop['slices_kept']} of {crop['grid_shape'][0]} slices, "
+              f"{100 * crop['pixel_fraction']:.0f}% of the grid's pixels (--crop auto)")
     for key, entry in summary["structures"].items():
         print(f"  {entry['name']:<22} {entry['volume_ml']:8.1f} ml   mean uncertainty {entry['mean_uncertainty']:.3f}")
     for note in summary.get("notes", []):

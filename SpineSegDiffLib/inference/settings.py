@@ -41,6 +41,7 @@ class SegmentSettings:
     cache_dir: Path | None = None  # None: sample_cache.ensembles_dir()
     start: str | None = None  # "noise" or "presegmentation"; None: the model's default
     t_max: int | None = None  # presegmentation start: noised to this step; None: the model's
+    crop: str = "off"  # "auto": sample only the spine's box from the presegmentation (inference/cropping.py)
 
     def validate(self) -> None:
         if not 1 <= self.samples <= MAX_SAMPLES:
@@ -57,5 +58,7 @@ class SegmentSettings:
             raise InputError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed}")
         if self.start not in (None, "noise", "presegmentation"):
             raise InputError(f"--start must be noise or presegmentation, got {self.start!r}")
+        if self.crop not in ("auto", "off"):
+            raise InputError(f"--crop must be auto or off, got {self.crop!r}")
         if self.t_max is not None and self.t_max < 1:
             raise InputError(f"--t-max must be at least 1, got {self.t_max}")
