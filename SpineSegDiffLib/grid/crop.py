@@ -3,8 +3,8 @@
 The network's cost on a CPU is evaluations x pixels, so the ensemble runs only on a box
 around the spine (found by the presegmentation) and on the sagittal slices that hold it;
 everything outside is background with uncertainty 0 and is pasted back at full size.
-In-plane, the box is grown to a multiple of the U-Net's downsampling factor and kept
-inside the grid; along the slices it needs no rounding (slices are separate inputs).
+In-plane, the box is widened to whole tiles of the U-Net's downsampling factor (size and
+offset), inside the grid; along the slices it needs no rounding (slices are separate inputs).
 numpy only (no torch): the cache, the summary and the tests use it too.
 """
 
@@ -55,13 +55,14 @@ class CropBox:
 
 
 def spine_box(mask: np.ndarray, pixel_mm: float, slice_mm: float, margin_mm: float,
-              slice_margin_mm: float, multiple: int) -> CropBox | None:
+              slice_margin_mm: float, multiple: int, in_plane: bool = True) -> CropBox | None:
     """The box around a grid mask (n, H, W) bool, grown by the margins; None if the mask is empty.
 
     Slices: the first to the last slice holding the mask, plus ``slice_margin_mm`` (at least
     one slice) on either side. Rows and columns: the mask's extent over those slices plus
-    ``margin_mm``, grown to a multiple of ``multiple`` and shifted back inside the grid at
-    its edges; the whole axis when the grown box would not fit.
+    ``margin_mm``, widened to whole tiles of ``multiple`` pixels (so its size and its
+    offset are multiples of the U-Net's downsampling factor) and clipped to the grid.
+    ``in_plane=False`` keeps whole slices (rows and columns uncropped).
     """
     mask = np.asarray(mask, bool)
     if mask.ndim != 3:
@@ -72,6 +73,8 @@ def spine_box(mask: np.ndarray, pixel_mm: float, slice_mm: float, margin_mm: flo
     s0, s1 = _extent(mask.any(axis=(1, 2)))
     slice_pad = max(1, math.ceil(slice_margin_mm / slice_mm - 1e-9))
     slices = (max(0, s0 - slice_pad), min(n, s1 + slice_pad))
+    if not in_plane:
+        return CropBox(slices, (0, h), (0, w), (n, h, w))
     pad = math.ceil(margin_mm / pixel_mm - 1e-9)
     rows = _fit(*_extent(mask.any(axis=(0, 2))), pad, h, multiple)
     cols = _fit(*_extent(mask.any(axis=(0, 1))), pad, w, multiple)
@@ -84,11 +87,13 @@ def _extent(hits: np.ndarray) -> tuple[int, int]:
 
 
 def _fit(low: int, high: int, pad: int, length: int, multiple: int) -> tuple[int, int]:
-    """[low - pad, high + pad) grown to a multiple of ``multiple`` (centred), shifted inside [0, length)."""
-    low, high = low - pad, high + pad
-    size = -(-(high - low) // multiple) * multiple
-    if size >= length:
-        return 0, length  # the whole axis (a grid side is itself a multiple)
-    low -= (size - (high - low)) // 2
-    low = min(max(low, 0), length - size)
-    return low, low + size
+    """[low - pad, high + pad) widened outwards to whole tiles of ``multiple`` pixels, inside [0, length).
+
+    On tile boundaries, the U-Net's 2x2 poolings see the same pixel groups as on the whole
+    grid, and the image encoder's maps of the whole slice can be cut to the box exactly.
+    """
+    if length % multiple:
+        return 0, length  # the grid itself is not whole tiles (GridSpec keeps it so): no crop
+    low = max(0, (low - pad) // multiple * multiple)
+    high = min(length, -(-(high + pad) // multiple) * multiple)
+    return low, high

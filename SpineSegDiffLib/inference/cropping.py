@@ -1,8 +1,12 @@
 """Whether a run crops, and to which box: the setting, the model's presegmenter, its mask.
 
-``--crop auto`` samples only the spine's box (``grid/crop.py``) found by the presegmentation
-(one encoder + head pass per slice), with the margins below; ``off``, or a model without a
-presegmenter, samples the whole field of view as before. What was done goes into the summary.
+The presegmentation (one encoder + head pass per slice) says where the spine is:
+``--crop slices`` samples only the sagittal slices holding it (plus a margin), whole, so
+those slices come out exactly as uncropped; ``--crop auto`` also crops each slice to the
+spine's box (``grid/crop.py``), which changes the network's context (benchmarks/README.md,
+"Crop ablation"); ``off``, or a model without a presegmenter, samples the whole field of
+view. Outside what is sampled the result is background with uncertainty 0. What was done
+goes into the summary.
 """
 
 from __future__ import annotations
@@ -20,11 +24,7 @@ from SpineSegDiffLib.inference.settings import SegmentSettings
 if TYPE_CHECKING:
     from SpineSegDiffLib.inference.loading import LoadedModel
 
-CROP_CHOICES = ("auto", "off")
-# In-plane margin around the presegmented spine: the ensemble may reach further than the
-# presegmenter (posterior elements, a disc's edge), and the crop's border changes the
-# network's context (benchmarks/README.md, "Crop ablation").
-CROP_MARGIN_MM = 20.0
+CROP_CHOICES = ("auto", "slices", "off")
 # Lateral margin: slices beyond the last one the presegmentation marks (transverse processes).
 CROP_SLICE_MARGIN_MM = 10.0
 # The U-Net halves the image four times (model/network.py SIZE_MULTIPLE; kept torch-free here).
@@ -32,15 +32,20 @@ CROP_MULTIPLE = 16
 
 
 def wants_crop(model: "LoadedModel", settings: SegmentSettings) -> bool:
-    """True when the run crops: ``--crop auto`` and a model with a presegmenter."""
-    return settings.crop == "auto" and model_presegmentation(model) is not None
+    """True when the run crops (``--crop auto`` or ``slices``) and the model has a presegmenter."""
+    return settings.crop != "off" and model_presegmentation(model) is not None
 
 
-def crop_box(presegmentation: np.ndarray, grid: ModelGrid) -> CropBox | None:
-    """The box around the presegmentation (n, C, H, W probabilities) on ``grid``; None if it is empty."""
+def crop_box(presegmentation: np.ndarray, grid: ModelGrid, in_plane: bool = True,
+             margin_mm: float = 20.0) -> CropBox | None:
+    """The box around the presegmentation (n, C, H, W probabilities) on ``grid``; None if it is empty.
+    ``in_plane=False``: whole slices, only the lateral ones without spine left out. The in-plane
+    ``margin_mm`` (``SegmentSettings.crop_margin_mm``) covers what the ensemble finds beyond the
+    presegmenter (posterior elements, a disc's edge) and some of the network's context."""
     col_mm, _, slice_mm = grid.grid_image.GetSpacing()
     return spine_box(presegmentation.max(axis=1) > 0.5, pixel_mm=col_mm, slice_mm=slice_mm,
-                     margin_mm=CROP_MARGIN_MM, slice_margin_mm=CROP_SLICE_MARGIN_MM, multiple=CROP_MULTIPLE)
+                     margin_mm=margin_mm, slice_margin_mm=CROP_SLICE_MARGIN_MM, multiple=CROP_MULTIPLE,
+                     in_plane=in_plane)
 
 
 def choose_crop(model: "LoadedModel", settings: SegmentSettings, grid: ModelGrid,
@@ -50,15 +55,16 @@ def choose_crop(model: "LoadedModel", settings: SegmentSettings, grid: ModelGrid
     if settings.crop == "off":
         return None, record, []
     if model_presegmentation(model) is None:
-        note = (f"--crop auto: the model {model.identity.get('id')} has no presegmenter, so the whole "
+        note = (f"--crop {settings.crop}: the model {model.identity.get('id')} has no presegmenter, so the whole "
                 "field of view is sampled (no crop)")
         logger.info(note)
         return None, record | {"reason": "no presegmenter"}, [note]
-    box = crop_box(presegmentation, grid)
+    in_plane = settings.crop == "auto"
+    box = crop_box(presegmentation, grid, in_plane=in_plane, margin_mm=settings.crop_margin_mm)
     if box is None:
-        note = "--crop auto: the presegmentation found no spine, so the whole field of view is sampled"
+        note = f"--crop {settings.crop}: the presegmentation found no spine, so the whole field of view is sampled"
         logger.info(note)
         return None, record | {"reason": "empty presegmentation"}, [note]
-    record |= {"applied": not box.is_whole, "margin_mm": CROP_MARGIN_MM,
+    record |= {"applied": not box.is_whole, "margin_mm": settings.crop_margin_mm if in_plane else None,
                "slice_margin_mm": CROP_SLICE_MARGIN_MM, **box.to_dict()}
     return (None if box.is_whole else box), record, []

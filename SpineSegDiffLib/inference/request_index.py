@@ -54,7 +54,8 @@ def request_key(image: sitk.Image, model_path: Path, settings: "SegmentSettings"
              "seed": settings.seed, "start": start.kind, "t_max": start.t_max,
              "batch_slices": settings.batch_slices, "samples_per_call": settings.samples_per_call,
              # only when cropping: uncropped requests keep the keys of earlier versions
-             **({"crop": settings.crop} if settings.crop != "off" else {}),
+             **({"crop": settings.crop, "crop_margin_mm": settings.crop_margin_mm} if settings.crop != "off"
+                else {}),
              "device": device_fingerprint(requested_device),
              "geometry": [image.GetSize(), image.GetOrigin(), image.GetSpacing(), image.GetDirection()]}
     return ensemble_key(parts, [sitk.GetArrayViewFromImage(image)])

@@ -40,9 +40,11 @@ def draw_samples(model: LoadedModel, slices: np.ndarray, settings: SegmentSettin
     """Run DDIM for (at least) samples ``sample_indices`` on all slices (n, H, W) of a grid.
 
     With a ``box`` (``grid/crop.py``), only its slices and pixels are sampled; the levels
-    stay full-size with 0 (background, uncertainty 0) outside it. The image channels and
-    the starting noise are those of the whole grid, cut to the box, so inside it only the
-    network's border context differs from an uncropped run.
+    stay full-size with 0 (background, uncertainty 0) outside it. The image channels, the
+    image encoder's maps and the starting noise are those of the whole grid cut to the box,
+    so a box of whole slices gives exactly the uncropped values on its slices; an in-plane
+    box changes the denoiser's border context and instance-norm statistics (measured in
+    benchmarks/README.md, "Crop ablation").
 
     From pure noise, or, with ``presegmentation`` (n, C, H, W probabilities) and ``t_max``,
     from the presegmentation noised to t_max by the forward process with each sample's
@@ -75,8 +77,9 @@ def draw_samples(model: LoadedModel, slices: np.ndarray, settings: SegmentSettin
     out = DrawnSamples(np.zeros((stop_sample - first, fused_steps, n, NUM_CLASSES, full_h, full_w), np.uint8),
                        0.0, 0, first)
     # neighbours from the whole grid: the box's edge slices keep their real 2.5D context
-    inputs = torch.from_numpy(np.ascontiguousarray(box.cut(context_stack(slices.astype(np.float32),
-                                                                         model.image_channels))))
+    whole_inputs = torch.from_numpy(context_stack(slices.astype(np.float32), model.image_channels))
+    inputs = whole_inputs[box.slices[0]:box.slices[1], :, r0:r1, c0:c1].contiguous()
+    whole_slices = (h, w) == (full_h, full_w)
     if presegmentation is not None:
         presegmentation = box.cut(presegmentation)
     total_rows = (stop_sample - first) * settings.steps * m
@@ -98,7 +101,12 @@ def draw_samples(model: LoadedModel, slices: np.ndarray, settings: SegmentSettin
         try:
             with torch.inference_mode(), autocast_context(device):
                 image = inputs[start:stop].to(device)
-                features = model.network.encode(image)  # once per slice, for all samples and steps
+                if whole_slices:
+                    features = model.network.encode(image)  # once per slice, for all samples and steps
+                else:  # the image encoder sees whole slices (its instance norms keep their statistics),
+                    # its maps are cut to the box (on tile boundaries: exact at every scale)
+                    features = [_cut_map(f, box) for f in
+                                model.network.encode(whole_inputs[s0 + start:s0 + stop].to(device))]
                 for members in groups:
                     # drawn at full size for the grid's own slice indices, then cut: the box sees
                     # the same noise as an uncropped run
@@ -140,6 +148,14 @@ def draw_samples(model: LoadedModel, slices: np.ndarray, settings: SegmentSettin
         out.network_seconds += time.perf_counter() - t0
         start = stop
     return out
+
+
+def _cut_map(feature: torch.Tensor, box: CropBox) -> torch.Tensor:
+    """A whole-slice feature map (B, C, H/f, W/f) cut to the box's rows and columns at its scale."""
+    _, full_h, full_w = box.full
+    (r0, r1), (c0, c1) = box.rows, box.cols
+    height, width = feature.shape[-2:]
+    return feature[..., r0 * height // full_h:r1 * height // full_h, c0 * width // full_w:c1 * width // full_w]
 
 
 def _noised_presegmentation(probabilities: np.ndarray, noise: torch.Tensor, scheduler, t_max: int) -> torch.Tensor:
