@@ -227,3 +227,26 @@ def test_cli_crop_switch_and_its_errors(cli, tmp_path, phantom_image):
     assert not (tmp_path / "x.nii.gz").exists()
     wrong = cli("segment", phantom_image, "--crop", "everything", "--output-segmentation", tmp_path / "y.nii.gz")
     assert wrong.returncode == 2 and "--crop" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_a_cached_crop_is_served_to_the_same_crop_only(phantom_image, tmp_path):
+    from SpineSegDiffLib.data.imageio import read_image
+    from SpineSegDiffLib.inference.cached_run import segment_from_cache
+    from SpineSegDiffLib.inference.loading import load_model
+    from SpineSegDiffLib.inference.model_info import ModelInfo
+    from SpineSegDiffLib.inference.pipeline import segment_image
+    from SpineSegDiffLib.inference.settings import SegmentSettings
+
+    image = read_image(phantom_image)
+
+    def settings(crop):
+        return SegmentSettings(samples=1, steps=1, crop=crop, cache=True, cache_dir=tmp_path)
+
+    fresh = segment_image(image, load_model(DEMO_MODEL, "cpu"), settings("auto"))
+    info = ModelInfo.read(DEMO_MODEL)
+    again = segment_from_cache(image, info, settings("auto"), "cpu")
+    assert again is not None and again.summary["settings"]["crop"] == fresh.summary["settings"]["crop"]
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(again.labelmap),
+                                  sitk.GetArrayViewFromImage(fresh.labelmap))
+    assert segment_from_cache(image, info, settings("off"), "cpu") is None  # never the cropped samples
+    assert segment_from_cache(image, info, settings("slices"), "cpu") is None
