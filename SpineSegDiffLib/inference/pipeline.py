@@ -1,7 +1,8 @@
 """Segment a volume: model grid, ensemble sampling, fusion, clean-up, outputs.
 
-The pipeline: bring the MRI onto the model grid (sagittal slices), with ``--crop auto``
-keep only the spine's box found by the presegmentation (``cropping.py``), run the DDIM
+The pipeline: bring the MRI onto the model grid (sagittal slices), with ``--crop
+slices|auto`` keep only the spine's slices / box found by the presegmentation
+(``cropping.py``), run the DDIM
 ensemble on batches of slices (the image encoder runs once per slice), fuse the
 last steps, clean the masks on the grid, then map probabilities and uncertainty
 back onto the input's exact geometry and threshold there (smooth boundaries even
