@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest import REPO
+
 from SpineSegDiffLib.grid.crop import CropBox, spine_box
 
 DEMO_MODEL = REPO / "SpineSegDiffLib" / "resources" / "models" / "spinesegdiff-demo.zip"
@@ -122,7 +122,7 @@ def test_cache_keys_tell_crops_apart(tiny_model, phantom_folder, tmp_path):
     from SpineSegDiffLib.inference.settings import SegmentSettings
 
     model = load_model(tiny_model, "cpu")
-    image = read_image(sorted((phantom_folder / "images").glob("*_t2.mha"))[0])
+    image = read_image(min((phantom_folder / "images").glob("*_t2.mha")))
     grid = to_model_grid(image, model.grid_spec)
     n, h, w = grid.slices.shape
     settings = SegmentSettings(samples=1, steps=2, cache=True, cache_dir=tmp_path)

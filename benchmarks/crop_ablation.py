@@ -23,12 +23,12 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from SpineSegDiffLib.inference.settings import SegmentSettings  # noqa: E402 (torch-free)
+from SpineSegDiffLib.inference.settings import SegmentSettings
+
 STRUCTURE_KEYS = ("spinal_canal", "vertebrae", "discs")
 CROPS: dict[str, tuple[str, float]] = {}  # configuration name -> (--crop, in-plane margin), set by main
 # what each kind of reference is scored by (metrics.score_result's keys), shown in the table
@@ -74,11 +74,11 @@ def agreement(crop_masks, full_masks) -> dict:
 
 
 def markdown(record: dict) -> str:
-    lines = [f"# Crop ablation ({record['date']}, {record['device']}, S = {record['samples']}, "
-             f"K = {record['steps']}, seed {record['seed']})", "",
-             f"Machine: {record['machine']}; load average {record['load_start']} at start, "
+    lines = [(f"# Crop ablation ({record['date']}, {record['device']}, S = {record['samples']}, "
+             f"K = {record['steps']}, seed {record['seed']})"), "",
+             (f"Machine: {record['machine']}; load average {record['load_start']} at start, "
              f"{record['load_end']} at end. Model {record['model']['id']} {record['model']['version']}; "
-             f"lateral crop margin {record['slice_margin_mm']} mm.", "",
+             f"lateral crop margin {record['slice_margin_mm']} mm."), "",
              "Scores against the reference (Δ against `--crop off`):", "",
              "| case | structure | score | off | " + " | ".join(f"{c} | Δ" for c in list(CROPS)[1:]) + " |",
              "|---|---|---|---|" + "---|---|" * (len(CROPS) - 1)]
@@ -91,8 +91,8 @@ def markdown(record: dict) -> str:
                     cells += ["", ""] if other is None else [f"{other:.4f}", f"{other - value:+.4f}"]
                 lines.append(f"| {row['case']} | {key} | {metric} | {value:.4f} | {' | '.join(cells)} |")
     lines += ["", "Cost and agreement with `--crop off` (masks' Dice canal / vertebrae / discs):", "",
-              "| case | setting | slices kept | pixel fraction | network s (× off) | total s (× off) | "
-              "evaluations | Dice vs off |", "|---|---|---|---|---|---|---|---|"]
+              ("| case | setting | slices kept | pixel fraction | network s (× off) | total s (× off) | "
+              "evaluations | Dice vs off |"), "|---|---|---|---|---|---|---|---|"]
     for row in record["cases"]:
         off = row["off"]
         for crop in CROPS:
@@ -103,8 +103,8 @@ def markdown(record: dict) -> str:
                          f"{r['total_s']:.1f} ({r['total_s'] / off['total_s']:.2f}) | "
                          f"{r['network_evaluations']} + {r['presegmentation_evaluations']} | {agree} |")
     lines += ["", "Over all cases (sums; pixel fraction weighted by slices), and the phantoms' mean Dice:", "",
-              "| setting | network × off | total × off | pixel fraction | phantom Dice canal / vert. / discs | "
-              "largest phantom Dice drop vs off |", "|---|---|---|---|---|---|"]
+              ("| setting | network × off | total × off | pixel fraction | phantom Dice canal / vert. / discs | "
+              "largest phantom Dice drop vs off |"), "|---|---|---|---|---|---|"]
     for crop in CROPS:
         t = record["summary"][crop]
         lines.append(f"| {crop} | {t['network_ratio']:.3f} | {t['total_ratio']:.3f} | {t['pixel_fraction']:.3f} | "

@@ -47,10 +47,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "network's context: see benchmarks/README.md); 'off' the whole field of view. Outside "
                         "what is sampled the result is background with uncertainty 0; a model without a "
                         "presegmenter is not cropped. The summary records the box, the slices kept and the "
-                        "pixel fraction (default: %s)" % SegmentSettings.crop)
+                        f"pixel fraction (default: {SegmentSettings.crop})")
     p.add_argument("--crop-margin", type=float, default=None, metavar="MM",
                    help="--crop auto: margin around the presegmented spine within each slice, 0-500 mm "
-                        "(default: %g)" % SegmentSettings.crop_margin_mm)
+                        f"(default: {SegmentSettings.crop_margin_mm:g})")
     p.add_argument("--seed", type=int, default=0, help="random seed of the starting noise (same seed, same result)")
     p.add_argument("--output-segmentation", type=Path, help="segmentation file: .seg.nrrd (Slicer segmentation) or a labelmap .nii.gz/.nii/.nrrd/.mha (1 canal, 2 vertebrae, 3 discs)")
     p.add_argument("--output-presegmentation", type=Path,

@@ -26,7 +26,7 @@ class CropBox:
     full: tuple[int, int, int]  # (n_slices, H, W) of the grid
 
     @classmethod
-    def whole(cls, shape: tuple[int, int, int]) -> "CropBox":
+    def whole(cls, shape: tuple[int, int, int]) -> CropBox:
         n, h, w = (int(v) for v in shape)
         return cls((0, n), (0, h), (0, w), (n, h, w))
 

@@ -31,7 +31,7 @@ CROP_SLICE_MARGIN_MM = 10.0
 CROP_MULTIPLE = 16
 
 
-def wants_crop(model: "LoadedModel", settings: SegmentSettings) -> bool:
+def wants_crop(model: LoadedModel, settings: SegmentSettings) -> bool:
     """True when the run crops (``--crop auto`` or ``slices``) and the model has a presegmenter."""
     return settings.crop != "off" and model_presegmentation(model) is not None
 
@@ -48,7 +48,7 @@ def crop_box(presegmentation: np.ndarray, grid: ModelGrid, in_plane: bool = True
                      in_plane=in_plane)
 
 
-def choose_crop(model: "LoadedModel", settings: SegmentSettings, grid: ModelGrid,
+def choose_crop(model: LoadedModel, settings: SegmentSettings, grid: ModelGrid,
                 presegmentation: np.ndarray | None) -> tuple[CropBox | None, dict, list[str]]:
     """(box or None for the whole grid, the summary's ``crop`` record, notes for the user)."""
     record: dict = {"setting": settings.crop, "applied": False}
