@@ -29,7 +29,8 @@ TORCH_FREE = [ENGINE / "model" / "metadata.py", ENGINE / "model" / "registry.py"
               ENGINE / "model" / "diffusion_config.py", ENGINE / "model" / "levels.py",
               *[ENGINE / "inference" / f"{m}.py" for m in ("fusion", "auto_samples", "model_info", "on_input",
                                                            "request_index", "cached_run", "postprocess",
-                                                           "summary", "sample_masks")],
+                                                           "summary", "sample_masks", "cropping")],
+              ENGINE / "grid" / "crop.py",
               *sorted((ENGINE / "core").glob("*.py")), *sorted(SLICER_LIB.glob("*.py"))]
 MAX_LINES = 400
 TOO_LONG_FOR_NOW: set[str] = set()

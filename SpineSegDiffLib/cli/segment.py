@@ -18,6 +18,7 @@ from SpineSegDiffLib.cli.dicom_options import (
 )
 from SpineSegDiffLib.core.device_names import DEVICE_CHOICES
 from SpineSegDiffLib.core.errors import InputError
+from SpineSegDiffLib.inference.settings import SegmentSettings
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -39,6 +40,17 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--t-max", type=int, default=None,
                    help="--start presegmentation: noise the presegmentation to this step of the "
                         "1000-step schedule, then run --steps steps down (default: the model's)")
+    p.add_argument("--crop", choices=["auto", "slices", "off"], default=None,
+                   help="where the ensemble samples, from the model's presegmentation: 'slices' only the "
+                        "sagittal slices holding the spine (plus 10 mm), unchanged on those; 'auto' also "
+                        "only the spine's box within each slice (plus 20 mm; faster, but the crop changes the "
+                        "network's context: see benchmarks/README.md); 'off' the whole field of view. Outside "
+                        "what is sampled the result is background with uncertainty 0; a model without a "
+                        "presegmenter is not cropped. The summary records the box, the slices kept and the "
+                        f"pixel fraction (default: {SegmentSettings.crop})")
+    p.add_argument("--crop-margin", type=float, default=None, metavar="MM",
+                   help="--crop auto: margin around the presegmented spine within each slice, 0-500 mm "
+                        f"(default: {SegmentSettings.crop_margin_mm:g})")
     p.add_argument("--seed", type=int, default=0, help="random seed of the starting noise (same seed, same result)")
     p.add_argument("--output-segmentation", type=Path, help="segmentation file: .seg.nrrd (Slicer segmentation) or a labelmap .nii.gz/.nii/.nrrd/.mha (1 canal, 2 vertebrae, 3 discs)")
     p.add_argument("--output-presegmentation", type=Path,
@@ -108,7 +120,9 @@ def _check_options(args) -> None:
                     steps=(args.steps if args.steps is not None
                            else max(MAX_STEPS, args.fused_steps or 0)),
                     fused_steps=args.fused_steps, seed=args.seed,
-                    batch_slices=args.batch_slices).validate()
+                    batch_slices=args.batch_slices,
+                    crop_margin_mm=(SegmentSettings.crop_margin_mm if args.crop_margin is None
+                                    else args.crop_margin)).validate()
 
 
 def _outputs_from_args(args) -> dict[str, Path | None]:
@@ -198,7 +212,10 @@ def segment_file(args, image_path: Path, outputs: dict[str, Path | None], progre
                                batch_slices=args.batch_slices,
                                extras=outputs.get("extras") is not None,
                                cache=not args.no_cache, sample_masks=measuring,
-                               start=start_kind, t_max=args.t_max)
+                               start=start_kind, t_max=args.t_max,
+                               crop=args.crop or SegmentSettings.crop,
+                               crop_margin_mm=(SegmentSettings.crop_margin_mm if args.crop_margin is None
+                                               else args.crop_margin))
     report = lambda stage, f, msg="", **kw: progress.update(stage, start + (end - start) * f, msg, **kw)  # noqa: E731
     result = None
     if outputs.get("presegmentation") is None:  # every sample on disk: re-fuse them, no torch, no network
@@ -350,6 +367,10 @@ def _print_summary(summary: dict) -> None:
     if cache.get("samples_from_cache"):
         print(f"  {cache['samples_from_cache']} sample(s) reused from the sample cache, "
               f"{cache['samples_computed']} computed")
+    crop = s.get("crop", {})
+    if crop.get("applied"):
+        print(f"  sampled the spine's region: {crop['slices_kept']} of {crop['grid_shape'][0]} slices, "
+              f"{100 * crop['pixel_fraction']:.0f}% of the grid's pixels (--crop {crop['setting']})")
     for key, entry in summary["structures"].items():
         print(f"  {entry['name']:<22} {entry['volume_ml']:8.1f} ml   mean uncertainty {entry['mean_uncertainty']:.3f}")
     for note in summary.get("notes", []):

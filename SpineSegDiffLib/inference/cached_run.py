@@ -78,6 +78,7 @@ def segment_from_cache(image: sitk.Image, model: ModelInfo, settings: SegmentSet
     result.summary = run_summary(image, result, ent_arrays, pred, settings, fused_steps=fused,
                                  start_kind=start.kind, t_max=start.t_max, device=record["device"],
                                  model_identity=model.identity, input_name=input_name, notes=notes,
-                                 timings=timings, preseg_evaluations=0, cache_folder=str(folder))
+                                 timings=timings, preseg_evaluations=0, cache_folder=str(folder),
+                                 crop=record.get("crop"))
     result.summary["cache"]["torch_free"] = True  # says which path served the run
     return result

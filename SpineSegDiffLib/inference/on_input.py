@@ -107,7 +107,8 @@ def reorientation_notes(grid: ModelGrid) -> list[str]:
 def run_summary(image: sitk.Image, result: SegmentationResult, ent_arrays: np.ndarray, pred: GridPrediction,
                 settings: SegmentSettings, *, fused_steps: int, start_kind: str, t_max: int | None,
                 device: str, model_identity: dict, input_name: str, notes: list[str],
-                timings: dict[str, float], preseg_evaluations: int, cache_folder: str | None) -> dict:
+                timings: dict[str, float], preseg_evaluations: int, cache_folder: str | None,
+                crop: dict | None = None) -> dict:
     """The run's JSON summary (settings, timings, cache use, per-structure volumes and uncertainty)."""
     grid = result.grid
     return {
@@ -121,7 +122,9 @@ def run_summary(image: sitk.Image, result: SegmentationResult, ent_arrays: np.nd
                      "start": start_kind, "t_max": t_max,
                      "grid": {"spacing_mm": list(grid.grid_image.GetSpacing()), "size": grid.spec.size,
                               "slices": int(grid.slices.shape[0])},
-                     "acquisition_plane": grid.acquisition_plane},
+                     "acquisition_plane": grid.acquisition_plane,
+                     # what the ensemble sampled: the spine's box and slices (--crop auto), or all
+                     "crop": crop or {"setting": settings.crop, "applied": False}},
         "notes": notes,
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "network_evaluations": pred.network_evaluations,

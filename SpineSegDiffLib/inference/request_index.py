@@ -53,6 +53,9 @@ def request_key(image: sitk.Image, model_path: Path, settings: "SegmentSettings"
              "model_sha256": sha256_file(model_path), "steps": settings.steps, "fused_steps": fused_steps,
              "seed": settings.seed, "start": start.kind, "t_max": start.t_max,
              "batch_slices": settings.batch_slices, "samples_per_call": settings.samples_per_call,
+             # only when cropping: uncropped requests keep the keys of earlier versions
+             **({"crop": settings.crop, "crop_margin_mm": settings.crop_margin_mm} if settings.crop != "off"
+                else {}),
              "device": device_fingerprint(requested_device),
              "geometry": [image.GetSize(), image.GetOrigin(), image.GetSpacing(), image.GetDirection()]}
     return ensemble_key(parts, [sitk.GetArrayViewFromImage(image)])
@@ -60,8 +63,9 @@ def request_key(image: sitk.Image, model_path: Path, settings: "SegmentSettings"
 
 def remember_request(cache: "SampleCache", image: sitk.Image, model_path: Path | None,
                      settings: "SegmentSettings", fused_steps: int, start: "SamplingStart",
-                     device_used: str, requested_device: str = "auto") -> None:
-    """Record in the ensemble's folder that this request leads there (never fatal)."""
+                     device_used: str, requested_device: str = "auto", crop: dict | None = None) -> None:
+    """Record in the ensemble's folder that this request leads there, and the run's ``crop``
+    record for the summary of a later torch-free run (never fatal)."""
     if model_path is None or not Path(model_path).is_file():
         return
     key = request_key(image, Path(model_path), settings, fused_steps, start, requested_device)
@@ -69,7 +73,8 @@ def remember_request(cache: "SampleCache", image: sitk.Image, model_path: Path |
     if path.exists():
         return
     try:
-        write_text(path, json.dumps({"device": device_used, "requested_device": requested_device}) + "\n")
+        write_text(path, json.dumps({"device": device_used, "requested_device": requested_device,
+                                     "crop": crop}) + "\n")
     except OSError:  # a full or read-only cache folder costs only the fast path
         pass
 

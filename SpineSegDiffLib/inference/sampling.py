@@ -11,6 +11,7 @@ import torch
 
 from SpineSegDiffLib.core.labels import NUM_CLASSES
 from SpineSegDiffLib.core.log import warn
+from SpineSegDiffLib.grid.crop import CropBox
 from SpineSegDiffLib.grid.slices import context_stack
 from SpineSegDiffLib.inference.batching import batch_plan
 from SpineSegDiffLib.inference.loading import LoadedModel
@@ -34,8 +35,16 @@ class DrawnSamples:
 
 def draw_samples(model: LoadedModel, slices: np.ndarray, settings: SegmentSettings, sample_indices: range,
                  fused_steps: int, progress: Callable[[float, str], None] | None = None,
-                 presegmentation: np.ndarray | None = None, t_max: int | None = None) -> DrawnSamples:
+                 presegmentation: np.ndarray | None = None, t_max: int | None = None,
+                 box: CropBox | None = None) -> DrawnSamples:
     """Run DDIM for (at least) samples ``sample_indices`` on all slices (n, H, W) of a grid.
+
+    With a ``box`` (``grid/crop.py``), only its slices and pixels are sampled; the levels
+    stay full-size with 0 (background, uncertainty 0) outside it. The image channels, the
+    image encoder's maps and the starting noise are those of the whole grid cut to the box,
+    so a box of whole slices gives exactly the uncropped values on its slices; an in-plane
+    box changes the denoiser's border context and instance-norm statistics (measured in
+    benchmarks/README.md, "Crop ablation").
 
     From pure noise, or, with ``presegmentation`` (n, C, H, W probabilities) and ``t_max``,
     from the presegmentation noised to t_max by the forward process with each sample's
@@ -54,22 +63,31 @@ def draw_samples(model: LoadedModel, slices: np.ndarray, settings: SegmentSettin
     )
     from SpineSegDiffLib.model.uncertainty import quantise_probabilities
 
-    n, h, w = slices.shape
-    batch, group = batch_plan(model, n, h, settings.batch_slices, settings.samples_per_call)
+    n, full_h, full_w = slices.shape
+    box = box or CropBox.whole(slices.shape)
+    m, h, w = box.shape
+    (s0, _), (r0, r1), (c0, c1) = box.slices, box.rows, box.cols
+    batch, group = batch_plan(model, m, max(h, w), settings.batch_slices, settings.samples_per_call)
     if len(sample_indices) == 0:
-        return DrawnSamples(np.zeros((0, fused_steps, n, NUM_CLASSES, h, w), np.uint8), 0.0, 0,
+        return DrawnSamples(np.zeros((0, fused_steps, n, NUM_CLASSES, full_h, full_w), np.uint8), 0.0, 0,
                             sample_indices.start)
     first = sample_indices.start // group * group
     stop_sample = -(-sample_indices.stop // group) * group
     groups = [range(g, g + group) for g in range(first, stop_sample, group)]
-    out = DrawnSamples(np.zeros((stop_sample - first, fused_steps, n, NUM_CLASSES, h, w), np.uint8), 0.0, 0, first)
-    inputs = torch.from_numpy(context_stack(slices.astype(np.float32), model.image_channels))
-    total_rows = (stop_sample - first) * settings.steps * n
+    out = DrawnSamples(np.zeros((stop_sample - first, fused_steps, n, NUM_CLASSES, full_h, full_w), np.uint8),
+                       0.0, 0, first)
+    # neighbours from the whole grid: the box's edge slices keep their real 2.5D context
+    whole_inputs = torch.from_numpy(context_stack(slices.astype(np.float32), model.image_channels))
+    inputs = whole_inputs[box.slices[0]:box.slices[1], :, r0:r1, c0:c1].contiguous()
+    whole_slices = (h, w) == (full_h, full_w)
+    if presegmentation is not None:
+        presegmentation = box.cut(presegmentation)
+    total_rows = (stop_sample - first) * settings.steps * m
     shown = 0.0
     device = model.device
-    start = 0
-    while start < n:
-        stop = min(n, start + batch)
+    start = 0  # slice indices from here on count inside the box
+    while start < m:
+        stop = min(m, start + batch)
         t0 = time.perf_counter()
         done_before = out.network_evaluations
 
@@ -78,14 +96,22 @@ def draw_samples(model: LoadedModel, slices: np.ndarray, settings: SegmentSettin
             out.network_evaluations += (_stop - _start) * group
             shown = max(shown, out.network_evaluations / total_rows)
             if progress:
-                progress(shown, f"slices {_start + 1}-{_stop} of {n}")
+                progress(shown, f"slices {_start + 1}-{_stop} of {m}")
 
         try:
             with torch.inference_mode(), autocast_context(device):
                 image = inputs[start:stop].to(device)
-                features = model.network.encode(image)  # once per slice, for all samples and steps
+                if whole_slices:
+                    features = model.network.encode(image)  # once per slice, for all samples and steps
+                else:  # the image encoder sees whole slices (its instance norms keep their statistics),
+                    # its maps are cut to the box (on tile boundaries: exact at every scale)
+                    features = [_cut_map(f, box) for f in
+                                model.network.encode(whole_inputs[s0 + start:s0 + stop].to(device))]
                 for members in groups:
-                    noise = starting_noise(settings.seed, members, range(start, stop), (NUM_CLASSES, h, w))
+                    # drawn at full size for the grid's own slice indices, then cut: the box sees
+                    # the same noise as an uncropped run
+                    noise = starting_noise(settings.seed, members, range(s0 + start, s0 + stop),
+                                           (NUM_CLASSES, full_h, full_w))[..., r0:r1, c0:c1]
                     scheduler = make_scheduler(model.diffusion)
                     set_sampling_timesteps(scheduler, settings.steps)
                     x_t = noise.to(device).reshape(-1, NUM_CLASSES, h, w)  # sample-major rows
@@ -98,7 +124,7 @@ def draw_samples(model: LoadedModel, slices: np.ndarray, settings: SegmentSettin
                             model.network, image, features, x_t, scheduler, fused_steps, after_call,
                             timesteps):
                         levels = quantise_probabilities(probabilities).cpu().numpy()
-                        out.levels[k:k + group, fused_index, start:stop] = \
+                        out.levels[k:k + group, fused_index, s0 + start:s0 + stop, :, r0:r1, c0:c1] = \
                             levels.reshape(group, stop - start, NUM_CLASSES, h, w)
         except Exception as exc:  # GPU out of memory: smaller batch, then the CPU
             if not is_out_of_memory(exc):
@@ -122,6 +148,14 @@ def draw_samples(model: LoadedModel, slices: np.ndarray, settings: SegmentSettin
         out.network_seconds += time.perf_counter() - t0
         start = stop
     return out
+
+
+def _cut_map(feature: torch.Tensor, box: CropBox) -> torch.Tensor:
+    """A whole-slice feature map (B, C, H/f, W/f) cut to the box's rows and columns at its scale."""
+    _, full_h, full_w = box.full
+    (r0, r1), (c0, c1) = box.rows, box.cols
+    height, width = feature.shape[-2:]
+    return feature[..., r0 * height // full_h:r1 * height // full_h, c0 * width // full_w:c1 * width // full_w]
 
 
 def _noised_presegmentation(probabilities: np.ndarray, noise: torch.Tensor, scheduler, t_max: int) -> torch.Tensor:

@@ -22,6 +22,8 @@ MAX_STEPS = 1000
 MAX_BATCH_SLICES = 4096  # far above any volume's slice count; a larger value is a typo
 
 
+MAX_CROP_MARGIN_MM = 500.0  # wider than any field of view: the whole slice
+
 MAX_SEED = 2 ** 32 - 1  # numpy's and torch's seeds agree on this range
 
 
@@ -41,6 +43,8 @@ class SegmentSettings:
     cache_dir: Path | None = None  # None: sample_cache.ensembles_dir()
     start: str | None = None  # "noise" or "presegmentation"; None: the model's default
     t_max: int | None = None  # presegmentation start: noised to this step; None: the model's
+    crop: str = "off"  # "auto" / "slices": sample only the spine's box / slices (inference/cropping.py)
+    crop_margin_mm: float = 20.0  # --crop auto: in-plane margin around the presegmented spine
 
     def validate(self) -> None:
         if not 1 <= self.samples <= MAX_SAMPLES:
@@ -57,5 +61,10 @@ class SegmentSettings:
             raise InputError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed}")
         if self.start not in (None, "noise", "presegmentation"):
             raise InputError(f"--start must be noise or presegmentation, got {self.start!r}")
+        if self.crop not in ("auto", "slices", "off"):
+            raise InputError(f"--crop must be auto, slices or off, got {self.crop!r}")
+        if not 0 <= self.crop_margin_mm <= MAX_CROP_MARGIN_MM:
+            raise InputError(f"--crop-margin must be between 0 and {MAX_CROP_MARGIN_MM:g} mm, "
+                             f"got {self.crop_margin_mm}")
         if self.t_max is not None and self.t_max < 1:
             raise InputError(f"--t-max must be at least 1, got {self.t_max}")
