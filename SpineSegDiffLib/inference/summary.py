@@ -2,41 +2,41 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import SimpleITK as sitk
 
 from SpineSegDiffLib.core.labels import STRUCTURES
-
-if TYPE_CHECKING:
-    pass
+from SpineSegDiffLib.grid.map_back import BoxedArray
 
 
-
-def structure_summary(image: sitk.Image, masks: np.ndarray, uncertainty: np.ndarray) -> dict:
+def structure_summary(image: sitk.Image, masks: BoxedArray, uncertainty: BoxedArray) -> dict:
     """Per structure: volume, mean uncertainty on and around it, and where it peaks.
 
-    The mean is taken over the structure dilated by one voxel, so boundary doubt (where
-    most of it lives) counts; the peak is the most uncertain point of that region after
-    light smoothing, so one noisy voxel does not decide where the user is sent.
+    ``masks`` (C, box) bool and ``uncertainty`` (C, box) float32 hold the input grid's
+    values inside their boxes (False / 0 outside). The mean is taken over the structure
+    dilated by one voxel, so boundary doubt (where most of it lives) counts; the peak is
+    the most uncertain point of that region after light smoothing, so one noisy voxel
+    does not decide where the user is sent.
     """
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
     out = {}
     for s in STRUCTURES:
-        full_mask = masks[s.value - 1]
-        entry = {"label": s.value, "name": s.name, "volume_ml": round(float(full_mask.sum()) * voxel_ml, 3),
+        in_box = masks.values[s.value - 1]
+        entry = {"label": s.value, "name": s.name, "volume_ml": round(float(np.count_nonzero(in_box)) * voxel_ml, 3),
                  "mean_uncertainty": 0.0, "peak_uncertainty_lps": None}
-        if full_mask.any():
+        if in_box.any():
             # work inside the structure's bounding box plus the reach of the dilation (1) and
             # of the Gaussian (4 sigma = 4 voxels): the same numbers, a fraction of the volume
-            box = _box_around(full_mask, margin=5)
-            m, u = full_mask[box], uncertainty[s.value - 1][box]
+            local = _box_around(in_box, margin=0)
+            grown = tuple(slice(max(b.start + o.start - 5, 0), min(b.stop + o.start + 5, n))
+                          for b, o, n in zip(local, masks.box, masks.shape))
+            m = BoxedArray(in_box, masks.box, masks.shape).crop(grown)
+            u = BoxedArray(uncertainty.values[s.value - 1], uncertainty.box, uncertainty.shape).crop(grown)
             region = _dilate_faces(m)
             entry["mean_uncertainty"] = round(float(u[region].mean()), 5)
             smooth = _gaussian_sigma1(u.astype(np.float32))
             smooth = np.where(region, smooth, -1.0)
-            z, y, x = (int(i) + b.start for i, b in zip(np.unravel_index(int(np.argmax(smooth)), smooth.shape), box))
+            z, y, x = (int(i) + b.start for i, b in zip(np.unravel_index(int(np.argmax(smooth)), smooth.shape), grown))
             entry["peak_uncertainty_lps"] = [round(v, 3) for v in image.TransformIndexToPhysicalPoint((x, y, z))]
         out[s.key] = entry
     return out
@@ -71,7 +71,12 @@ def _gaussian_sigma1(values: np.ndarray) -> np.ndarray:
         pad[axis] = (_GAUSS_RADIUS, _GAUSS_RADIUS)
         padded = np.pad(out, pad, mode="symmetric")
         n = out.shape[axis]
-        out = sum(w * np.take(padded, np.arange(k, k + n), axis=axis) for k, w in enumerate(_GAUSS))
+        window = [slice(None)] * out.ndim
+        total = np.zeros(out.shape)
+        for k, w in enumerate(_GAUSS):  # views, not copies: the same sum in the same order
+            window[axis] = slice(k, k + n)
+            total += w * padded[tuple(window)]
+        out = total
     return out.astype(np.float32)
 
 
