@@ -62,10 +62,19 @@ def remember_request(cache: "SampleCache", image: sitk.Image, model_path: Path |
                      settings: "SegmentSettings", fused_steps: int, start: "SamplingStart",
                      device_used: str, requested_device: str = "auto") -> None:
     """Record in the ensemble's folder that this request leads there (never fatal)."""
-    if model_path is None or not Path(model_path).is_file():
+    remember_request_in(cache.folder, image, model_path, settings, fused_steps, start, device_used,
+                        requested_device)
+
+
+def remember_request_in(folder: Path, image: sitk.Image, model_path: Path | None, settings: "SegmentSettings",
+                        fused_steps: int, start: "SamplingStart", device_used: str,
+                        requested_device: str = "auto") -> None:
+    """``remember_request`` for an ensemble folder (Slicer's process records its own key of a request
+    the engine process served: the same voxels, a geometry read back from a file may differ in the last bits)."""
+    if model_path is None or not Path(model_path).is_file() or not Path(folder).is_dir():
         return
     key = request_key(image, Path(model_path), settings, fused_steps, start, requested_device)
-    path = cache.folder / f"{_PREFIX}{key}.json"
+    path = Path(folder) / f"{_PREFIX}{key}.json"
     if path.exists():
         return
     try:
