@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 from SpineSegDiffLib.grid.geometry import GridSpec, to_model_grid
-from SpineSegDiffLib.grid.map_back import axis_maps, boxed_linear, linear_to_input
+from SpineSegDiffLib.grid.map_back import LinearMap, axis_maps, linear_to_input
 from SpineSegDiffLib.inference.postprocess import fill_holes_per_slice, labelmap_of_channels
 from SpineSegDiffLib.model import levels
 
@@ -44,9 +44,15 @@ def test_separable_map_back_equals_itk_linear_resampling(orientation, spacing):
         itk = sitk.GetArrayFromImage(grid.to_input_geometry(values[c], interpolation="linear"))
         assert np.abs(ours[c] - itk).max() < 1e-6
         assert np.array_equal(ours[c] != 0, itk != 0)  # the same voxels read the grid
-    boxed = boxed_linear(values, maps, shape)  # only where the grid is not 0: the same numbers
-    assert np.array_equal(boxed.full(), ours)
-    assert np.prod([b.stop - b.start for b in boxed.box]) < np.prod(shape)
+    lazy = LinearMap.of(values, maps, shape)  # only where the grid is not 0: the same numbers
+    assert np.prod([b.stop - b.start for b in lazy.box]) < np.prod(shape)
+    by_slabs = np.zeros_like(ours)
+    for box, part in lazy.slabs():
+        by_slabs[(slice(None), *box)] = part
+    for c in range(2):
+        assert np.array_equal(lazy.full(c), ours[c]) and np.array_equal(by_slabs[c], ours[c])
+        corner = tuple(slice(n // 3, n) for n in shape)
+        assert np.array_equal(lazy.crop(corner, c), ours[c][corner])
 
 
 def test_labelmap_of_channels_equals_argmax_with_ties():

@@ -108,7 +108,7 @@ def start_cached_step(scene, segmentations_logic, volume_node, *, model: str, sa
         try:
             imported = import_result_arrays(scene, segmentations_logic, volume_node,
                                             sitk.GetArrayViewFromImage(result.labelmap),
-                                            sitk.GetArrayFromImage(result.uncertainty), result.summary,
+                                            sitk.GetArrayViewFromImage(result.uncertainty), result.summary,
                                             segmentation_node=segmentation_node)
             if on_imported is not None:
                 on_imported(imported)

@@ -16,17 +16,17 @@ import numpy as np
 import SimpleITK as sitk
 
 from SpineSegDiffLib import __version__
-from SpineSegDiffLib.core.labels import STRUCTURES
+from SpineSegDiffLib.core.labels import NUM_CLASSES, STRUCTURES
 from SpineSegDiffLib.core.log import warn
 from SpineSegDiffLib.grid.geometry import ModelGrid
 from SpineSegDiffLib.grid.map_back import (
     BoxedArray,
+    LinearMap,
     axis_maps,
     box_reading,
-    boxed_linear,
-    linear_in_box,
     linear_to_input,
     nonzero_box,
+    slabs_in_box,
 )
 from SpineSegDiffLib.inference.fusion import GridPrediction
 from SpineSegDiffLib.inference.postprocess import clean_masks, labelmap_of_channels
@@ -37,27 +37,28 @@ from SpineSegDiffLib.inference.summary import structure_summary
 @dataclass
 class SegmentationResult:
     labelmap: sitk.Image  # uint8 on the input geometry
-    masks_boxed: BoxedArray  # (C, box) bool: the labelmap's structures inside their box
+    labels_boxed: BoxedArray  # the labelmap's voxels inside the box that can hold a structure (0 outside)
     uncertainty: sitk.Image  # float32 combined uncertainty on the input geometry
-    uncertainty_boxed: BoxedArray  # (C, box) float32 per-structure uncertainty, 0 outside its box
+    uncertainty_maps: LinearMap  # per-structure uncertainty (C), computed on the input grid where asked for
     probability_maps: Callable[[], list[sitk.Image]]  # computed when asked for (outputs, evaluation)
     extras: dict[str, list[sitk.Image]] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     grid: ModelGrid | None = None
     sample_labelmaps: list[sitk.Image] = field(default_factory=list)  # settings.sample_masks: one per sample
 
-    # the whole-volume views, made only when asked for: the slider's step writes the labelmap
+    # the whole-volume views, made only when asked for: the slider's step shows the labelmap
     # and the combined map, and pays for nothing else on the input's 10 M+ voxels
 
     @cached_property
     def masks(self) -> np.ndarray:
-        """(C, z, y, x) bool on the input geometry."""
-        return self.masks_boxed.full()
+        """(C, z, y, x) bool on the input geometry: the labelmap's structures."""
+        labels = sitk.GetArrayViewFromImage(self.labelmap)
+        return np.stack([labels == s.value for s in STRUCTURES])
 
     @cached_property
     def structure_uncertainty(self) -> list[sitk.Image]:
         """Per structure, input geometry."""
-        return [_image_like(u, self.labelmap) for u in self.uncertainty_boxed.full()]
+        return [_image_like(self.uncertainty_maps.full(c), self.labelmap) for c in range(NUM_CLASSES)]
 
     @cached_property
     def probabilities(self) -> list[sitk.Image]:
@@ -84,7 +85,7 @@ def _decided_probabilities(prob: np.ndarray, keep: np.ndarray) -> np.ndarray:
 @dataclass
 class LabelmapOnInput:
     labelmap: sitk.Image  # uint8, the input's geometry
-    masks: BoxedArray  # (C, box) bool: the labelmap's structures
+    labels: BoxedArray  # the same voxels inside the box that can hold a structure
     probability_maps: Callable[[], list[sitk.Image]]  # (C) float32 images, on request
 
 
@@ -93,28 +94,26 @@ def labelmap_on_input(probabilities: np.ndarray, grid: ModelGrid, image: sitk.Im
     """Grid probabilities (n, C, H, W) -> the labelmap on the input's exact geometry, cleaned on the grid.
 
     Only input voxels that read a kept grid voxel can exceed 0.5 (elsewhere every value
-    interpolated is at most 0.5 - eps): the probabilities are mapped back in that box only.
+    interpolated is at most 0.5 - eps): the probabilities are mapped back in that box only,
+    slab by slab, and never kept.
     """
     spacing = grid.grid_image.GetSpacing()
     keep = clean_masks(probabilities > 0.5, float(np.prod(spacing)), min_component_mm3)
-    decided = np.moveaxis(_decided_probabilities(probabilities, keep), 1, 0)  # (C, n, H, W)
+    decided = np.ascontiguousarray(np.moveaxis(_decided_probabilities(probabilities, keep), 1, 0))  # (C, n, H, W)
     maps = axis_maps(grid)
     shape = tuple(reversed(image.GetSize()))
     grid_box = nonzero_box(keep.any(axis=1))
     box = box_reading(maps, grid_box) if grid_box is not None else (slice(0, 0),) * 3
     labels = np.zeros(shape, np.uint8)
     if all(b.stop > b.start for b in box):
-        prob = linear_in_box(decided, maps, box)
-        labels[box] = labelmap_of_channels(prob > 0.5, prob)
-    # from here on the masks are the labelmap's, so volumes and scores match what is written
-    masks = BoxedArray(np.stack([labels[box] == s.value for s in STRUCTURES]), box, shape)
-    labelmap = sitk.GetImageFromArray(labels)
-    labelmap.CopyInformation(image)
+        for part, prob in slabs_in_box(decided, maps, box):
+            labels[(part, *box[1:])] = labelmap_of_channels(prob > 0.5, prob)
+    labelmap = _image_like(labels, image)
 
     def probability_maps() -> list[sitk.Image]:
         return [_image_like(p, image) for p in linear_to_input(decided, maps, shape)]
 
-    return LabelmapOnInput(labelmap, masks, probability_maps)
+    return LabelmapOnInput(labelmap, BoxedArray(labels[box], box, shape), probability_maps)
 
 
 def result_on_input(image: sitk.Image, grid: ModelGrid, pred: GridPrediction, settings: SegmentSettings,
@@ -124,10 +123,10 @@ def result_on_input(image: sitk.Image, grid: ModelGrid, pred: GridPrediction, se
     on_input = labelmap_on_input(pred.probabilities, grid, image, settings.min_component_mm3)
     maps = axis_maps(grid)
     shape = tuple(reversed(image.GetSize()))
-    entropy = boxed_linear(np.moveaxis(pred.entropy, 1, 0), maps, shape)  # 0 where every sample agrees
+    entropy = LinearMap.of(np.moveaxis(pred.entropy, 1, 0), maps, shape)  # 0 where every sample agrees
     combined_array = np.zeros(shape, np.float32)
-    if entropy.values.size:
-        combined_array[entropy.box] = entropy.values.max(axis=0)
+    for box, values in entropy.slabs():
+        np.max(values, axis=0, out=combined_array[box])
     combined = _image_like(combined_array, image)
     extras: dict[str, list[sitk.Image]] = {}
     if settings.extras:
@@ -139,7 +138,7 @@ def result_on_input(image: sitk.Image, grid: ModelGrid, pred: GridPrediction, se
 
         sample_labelmaps = [grid.to_input_geometry(lm, "nearest") for lm in per_sample(
             pred.sample_levels, fused_steps, float(np.prod(spacing)), settings.min_component_mm3)]
-    return SegmentationResult(on_input.labelmap, on_input.masks, combined, entropy, on_input.probability_maps,
+    return SegmentationResult(on_input.labelmap, on_input.labels, combined, entropy, on_input.probability_maps,
                               extras, {}, grid, sample_labelmaps)
 
 
@@ -180,5 +179,5 @@ def run_summary(image: sitk.Image, result: SegmentationResult, pred: GridPredict
                   "samples_computed": (len(pred.sample_levels) if pred.sample_levels else settings.samples)
                   - pred.samples_from_cache,
                   "folder": cache_folder},
-        "structures": structure_summary(image, result.masks_boxed, result.uncertainty_boxed),
+        "structures": structure_summary(image, result.labels_boxed, result.uncertainty_maps),
     } | ({"samples_auto": {"cap": settings.samples, "trace": pred.auto_trace}} if settings.samples_auto else {})

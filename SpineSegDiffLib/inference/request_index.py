@@ -44,13 +44,25 @@ def device_fingerprint(requested: str) -> dict:
             else []}
 
 
+_MODEL_SHA256: dict[tuple, str] = {}
+
+
+def _model_sha256(path: Path) -> str:
+    """``sha256_file``, remembered per file state: Slicer's process asks at every slider step."""
+    stat = Path(path).stat()
+    state = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if state not in _MODEL_SHA256:
+        _MODEL_SHA256[state] = sha256_file(path)
+    return _MODEL_SHA256[state]
+
+
 def request_key(image: sitk.Image, model_path: Path, settings: "SegmentSettings", fused_steps: int,
                 start: "SamplingStart", requested_device: str) -> str:
     """SHA-256 (32 hex digits) of everything a request's samples depend on, S excepted."""
     from SpineSegDiffLib.inference.sample_cache import ensemble_key
 
     parts = {"request": 1, "spinesegdiff_version": __version__,  # the grid code decides the slices
-             "model_sha256": sha256_file(model_path), "steps": settings.steps, "fused_steps": fused_steps,
+             "model_sha256": _model_sha256(model_path), "steps": settings.steps, "fused_steps": fused_steps,
              "seed": settings.seed, "start": start.kind, "t_max": start.t_max,
              "batch_slices": settings.batch_slices, "samples_per_call": settings.samples_per_call,
              "device": device_fingerprint(requested_device),
