@@ -37,8 +37,11 @@ _PREFIX = "request_"
 
 
 def device_fingerprint(requested: str) -> dict:
-    """What decides where "auto" (or "cuda") runs, seen without importing torch."""
-    return {"requested": requested, "platform": sys.platform, "machine": platform.machine(),
+    """What decides where "auto" (or "cuda") runs and which CPU kernel, seen without importing torch."""
+    from SpineSegDiffLib.core.cpu_kernel import cpu_kernel
+
+    kernel = {"cpu_kernel": cpu_kernel()} if cpu_kernel() != "eager" else {}  # eager: keys as before
+    return kernel | {"requested": requested, "platform": sys.platform, "machine": platform.machine(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "nvidia_devices": sorted(p.name for p in Path("/dev").glob("nvidia[0-9]*")) if Path("/dev").is_dir()
             else []}

@@ -39,6 +39,8 @@ def open_sample_cache(image: sitk.Image, grid: ModelGrid, model: LoadedModel, se
              "samples_per_call": batch_plan(model, grid.slices.shape[0], grid.slices.shape[1],
                                             settings.batch_slices, settings.samples_per_call)[1],
              "geometry": [image.GetSize(), image.GetOrigin(), image.GetSpacing(), image.GetDirection()]}
+    if getattr(model, "kernel", "eager") != "eager":  # eager keys stay those of earlier versions
+        parts["kernel"] = model.kernel
     if start is not None and start.kind != "noise":
         # only then: noise-start keys stay those of earlier versions, so their caches still hit
         parts.update(start=start.kind, t_max=start.t_max)
