@@ -41,6 +41,7 @@ from SpineSegDiffLib.core.errors import SpineSegDiffError  # noqa: E402
 from SpineSegDiffSlicerLib import dependencies, dicom_export, engine_info, model_choices, terminology  # noqa: E402
 from SpineSegDiffSlicerLib.export import export_for_training, slicer_provenance  # noqa: E402
 from SpineSegDiffSlicerLib.formatting import describe_progress, format_duration, review_cells  # noqa: E402
+from SpineSegDiffSlicerLib.cached_step import start_cached_step  # noqa: E402
 from SpineSegDiffSlicerLib.engine_run import INPUT_NAME, start_segmentation, wait_for  # noqa: E402
 from SpineSegDiffSlicerLib.engine_run import python_executable, write_input_volume  # noqa: E402
 from SpineSegDiffSlicerLib.measurements_table import level_point_ras  # noqa: E402
@@ -520,7 +521,8 @@ class SpineSegDiffLogic(ScriptedLoadableModuleLogic):
     def segment(self, parameterNode, onProgress: Optional[Callable] = None, onLog: Optional[Callable] = None,
                 onFinished: Optional[Callable] = None, waitForCompletion: bool = False,
                 timeout: Optional[float] = None):
-        """Start the engine on the parameter node's volume; returns the EngineProcess.
+        """Start the engine on the parameter node's volume; returns the EngineProcess (or, when
+        every sample asked for is cached, a finished ``CachedStep`` computed in this process).
 
         The results are imported when the process ends, inside ``process.poll()`` (the
         Widget's timer) or, with ``waitForCompletion``, before this returns; then a failure
@@ -529,8 +531,6 @@ class SpineSegDiffLogic(ScriptedLoadableModuleLogic):
         ok, why = self.canSegment(parameterNode)
         if not ok:
             raise ValueError(why)
-        workDir = pathlib.Path(slicer.util.tempDirectory("SpineSegDiff"))
-        write_input_volume(parameterNode.inputVolume, workDir / INPUT_NAME)
 
         def imported(results) -> None:
             with slicer.util.NodeModify(parameterNode.parameterNode):
@@ -545,14 +545,23 @@ class SpineSegDiffLogic(ScriptedLoadableModuleLogic):
             if onFinished is not None:
                 onFinished(outcome)
 
-        process = start_segmentation(
-            slicer.mrmlScene, slicer.modules.segmentations.logic(), parameterNode.inputVolume, workDir,
-            model=parameterNode.modelId,
-            samples="auto" if parameterNode.samplesAuto else int(round(parameterNode.samples)), steps=parameterNode.steps,
-            device=parameterNode.device, python_executable=python_executable(), engine_dir=ENGINE_DIR,
-            on_finished=finished, on_imported=imported, segmentation_node=parameterNode.segmentation,
-            on_progress=onProgress, on_log=onLog, no_cache=not parameterNode.useSampleCache,
-            measurements=parameterNode.measurements)
+        run = dict(model=parameterNode.modelId,
+                   samples="auto" if parameterNode.samplesAuto else int(round(parameterNode.samples)),
+                   steps=parameterNode.steps, device=parameterNode.device, on_finished=finished,
+                   on_imported=imported, segmentation_node=parameterNode.segmentation)
+        process = None
+        if parameterNode.useSampleCache and not parameterNode.measurements:
+            # every sample on disk (the slider's step): fused here, no engine process (cached_step.py)
+            process = start_cached_step(slicer.mrmlScene, slicer.modules.segmentations.logic(),
+                                        parameterNode.inputVolume, **run)
+        if process is None:
+            workDir = pathlib.Path(slicer.util.tempDirectory("SpineSegDiff"))
+            write_input_volume(parameterNode.inputVolume, workDir / INPUT_NAME)
+            process = start_segmentation(
+                slicer.mrmlScene, slicer.modules.segmentations.logic(), parameterNode.inputVolume, workDir,
+                python_executable=python_executable(), engine_dir=ENGINE_DIR, on_progress=onProgress,
+                on_log=onLog, no_cache=not parameterNode.useSampleCache, measurements=parameterNode.measurements,
+                **run)
         if waitForCompletion:
             wait_for(process, timeout)
             if not self.lastOutcome.ok:

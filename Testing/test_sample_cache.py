@@ -14,6 +14,15 @@ from SpineSegDiffLib.inference.sample_cache import SampleCache, evict, folder_by
 STEPS = 2
 
 
+@pytest.fixture(scope="module", autouse=True)
+def eager_kernel():
+    """Eager PyTorch on the CPU: these tests count network rows with a hook on the PyTorch network's
+    last layer (ONNX Runtime, the optional CPU kernel, has its own tests: test_onnx_kernel.py)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPINESEGDIFF_CPU_KERNEL", "eager")
+        yield
+
+
 @pytest.fixture(scope="module")
 def small_image(phantom_folder) -> sitk.Image:
     """A phantom shrunk in-plane, so mapping back onto the input costs little."""

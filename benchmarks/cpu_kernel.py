@@ -42,6 +42,7 @@ def cpu_flags() -> dict:
 
 
 def main() -> int:
+    os.environ["SPINESEGDIFF_CPU_KERNEL"] = "eager"  # the eager PyTorch network is the baseline here
     from SpineSegDiffLib.grid.geometry import to_model_grid
     from SpineSegDiffLib.inference import sampling
     from SpineSegDiffLib.inference.fusion import fuse_samples

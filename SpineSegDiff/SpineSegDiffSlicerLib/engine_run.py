@@ -56,8 +56,9 @@ def start_segmentation(scene, segmentations_logic, volume_node, work_dir: str | 
     ``measurements``: the run also writes per-level measurements, imported as a table
     (``imported.measurements_table``, replacing the volume's previous one).
     """
+    from SpineSegDiffSlicerLib.cached_step import remember_run
     from SpineSegDiffSlicerLib.measurements_table import replace_measurements_table
-    from SpineSegDiffSlicerLib.results import import_results
+    from SpineSegDiffSlicerLib.results import import_results, read_summary
 
     work_dir = Path(work_dir)
     command, outputs = segment_command(python_executable, work_dir / INPUT_NAME, model, samples, steps,
@@ -74,6 +75,9 @@ def start_segmentation(scene, segmentations_logic, volume_node, work_dir: str | 
                 imported = import_results(scene, segmentations_logic, volume_node, outputs["segmentation"],
                                           outputs["uncertainty"], result.summary_path or outputs["summary"],
                                           segmentation_node=segmentation_node)
+                if not no_cache:  # so the slider's next steps can run in this process (cached_step.py)
+                    remember_run(volume_node, model=model, samples=samples, steps=steps, device=device,
+                                 summary=read_summary(result.summary_path or outputs["summary"]))
                 if "measurements" in outputs:
                     imported.measurements_table = replace_measurements_table(scene, volume_node,
                                                                              outputs["measurements"])

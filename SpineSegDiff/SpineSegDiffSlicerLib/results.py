@@ -211,6 +211,27 @@ def import_results(scene: slicer.vtkMRMLScene, segmentations_logic, volume_node,
     the input's voxel grid.
     """
     staged = _stage(segmentations_logic, volume_node, segmentation_path, uncertainty_path, summary_path_or_dict)
+    return _show(scene, segmentations_logic, volume_node, staged, segmentation_node)
+
+
+def import_result_arrays(scene: slicer.vtkMRMLScene, segmentations_logic, volume_node, labels: np.ndarray,
+                         uncertainty: np.ndarray, summary: dict,
+                         segmentation_node: slicer.vtkMRMLSegmentationNode | None = None) -> ImportedResults:
+    """``import_results`` for a result computed in this process (the slider's cached step):
+    ``labels`` (uint8) and ``uncertainty`` (float32) are (k, j, i) arrays on the volume's own grid."""
+    if volume_node is None or volume_node.GetImageData() is None:
+        raise InputError("no input volume with image data is selected: load and select the MRI first")
+    if labels.shape != volume_node.GetImageData().GetDimensions()[::-1] or uncertainty.shape != labels.shape:
+        raise InputError(f"the result's grid {labels.shape} differs from volume '{volume_node.GetName()}': "
+                         "segment the volume again")
+    uncertainty_node = slicer.vtkMRMLScalarVolumeNode()
+    volumes.set_node_array(uncertainty_node, np.asarray(uncertainty, np.float32), volume_node)
+    staged = _StagedResults(np.asarray(labels, np.uint8), uncertainty_node, summary, review_rows(summary))
+    return _show(scene, segmentations_logic, volume_node, staged, segmentation_node)
+
+
+def _show(scene, segmentations_logic, volume_node, staged: _StagedResults, segmentation_node) -> ImportedResults:
+    """Put staged (read and checked) results into the scene."""
     seg_node = _result_segmentation_node(scene, volume_node, segmentation_node)
     set_structure_segments(segmentations_logic, seg_node, staged.labels, volume_node)
     seg_node.SetAttribute(node_tags.IMPORTED_LABELS_SHA256, labelmaps.checksum(staged.labels))

@@ -13,10 +13,16 @@ from .terminology import terminology_entry
 
 
 def oriented_mask(mask: np.ndarray, volume_node) -> slicer.vtkOrientedImageData:
-    """A (k, j, i) boolean mask as a binary vtkOrientedImageData on the volume's grid."""
+    """A (k, j, i) boolean mask as a binary vtkOrientedImageData on the volume's grid, cropped to
+    the mask's bounding box (the segment gets the same voxels; Slicer copies less)."""
     image = slicer.vtkOrientedImageData()
-    image.SetDimensions(mask.shape[::-1])
-    scalars = numpy_support.numpy_to_vtk(np.ascontiguousarray(mask, dtype=np.uint8).ravel(), deep=True)
+    lo, hi = [0, 0, 0], [0, 0, 0]  # (k, j, i) bounds, inclusive
+    for axis in range(3):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        lo[axis], hi[axis] = (int(hit[0]), int(hit[-1])) if hit.size else (0, 0)
+    cropped = mask[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1]
+    image.SetExtent(lo[2], hi[2], lo[1], hi[1], lo[0], hi[0])
+    scalars = numpy_support.numpy_to_vtk(np.ascontiguousarray(cropped, dtype=np.uint8).ravel(), deep=True)
     image.GetPointData().SetScalars(scalars)
     matrix = vtk.vtkMatrix4x4()
     volume_node.GetIJKToRASMatrix(matrix)

@@ -61,7 +61,8 @@ class GridSpec:
 class ModelGrid:
     """An MRI on the model grid plus what is needed to map arrays back.
 
-    ``slices``: float32 ``(n_slices, size, size)``, normalised intensities (0 in padding).
+    ``slices``: float32 ``(n_slices, size, size)``, normalised intensities (0 in padding);
+    None for a grid made with ``intensities=False`` (geometry only, for mapping back).
     ``grid_image``: the same values as a SimpleITK image carrying the grid geometry.
     ``fov_mask``: bool ``(n_slices, size, size)``, True where the input has data.
     ``intensity_percentiles``: the input intensities mapped to 0 and 1.
@@ -70,16 +71,22 @@ class ModelGrid:
     ``acquisition_plane``: "sagittal", "axial" or "coronal" (see ``acquisition_plane``).
     """
 
-    slices: np.ndarray
+    slices: np.ndarray | None
     grid_image: sitk.Image
     spec: GridSpec
     acquisition_plane: str
     input_geometry: dict
     fov_mask: np.ndarray
-    intensity_percentiles: tuple[float, float]
+    intensity_percentiles: tuple[float, float] | None
     input_axes: tuple[int, int, int]
     flipped: tuple[bool, bool, bool]
     _reference: sitk.Image = field(repr=False, default=None)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(n_slices, size, size): the grid arrays' shape."""
+        x, y, z = self._reference.GetSize()
+        return z, y, x
 
     @property
     def reoriented(self) -> bool:
@@ -111,7 +118,7 @@ class ModelGrid:
         ``"linear"`` (probabilities, uncertainty) gives Float32.
         """
         array = np.asarray(array)
-        n, size = self.slices.shape[0], self.spec.size
+        n, size = self.shape[0], self.spec.size
         if array.ndim not in (3, 4) or array.shape[0] != n or array.shape[-2:] != (size, size):
             raise ValueError(f"to_input_geometry needs an array ({n}, {size}, {size}) or "
                              f"({n}, C, {size}, {size}), got {array.shape}")
@@ -179,7 +186,7 @@ def acquisition_plane(image: sitk.Image) -> str:
     return _PLANE_OF_NORMAL[int(np.argmax(np.abs(d[:, normal_axis])))]
 
 
-def to_model_grid(image: sitk.Image, spec: GridSpec = GridSpec()) -> ModelGrid:
+def to_model_grid(image: sitk.Image, spec: GridSpec = GridSpec(), intensities: bool = True) -> ModelGrid:
     """Resample a 3D MRI (any orientation) onto the model grid and normalise it.
 
     Geometry: in-plane spacing ``max(spec.spacing_mm, largest in-plane extent / size)``
@@ -192,7 +199,8 @@ def to_model_grid(image: sitk.Image, spec: GridSpec = GridSpec()) -> ModelGrid:
     Intensity: ``(v - p1) / (p99 - p1)`` with the 1st and 99th percentiles of the input's
     voxels (min/max if those coincide), clipped to ``NORMALISED_CLIP``; padding outside
     the field of view is 0 (the level of the 1st percentile, i.e. dark background).
-    Resampling is linear.
+    Resampling is linear. ``intensities=False``: the geometry only (``slices`` None), for
+    mapping results back (the sample slider's step), without reading the voxels.
     """
     if image.GetDimension() != 3:
         raise ValueError(f"to_model_grid needs a 3D image, got {image.GetDimension()}D")
@@ -228,17 +236,20 @@ def to_model_grid(image: sitk.Image, spec: GridSpec = GridSpec()) -> ModelGrid:
     reference.SetSpacing((inplane_spacing, inplane_spacing, slice_spacing))
     reference.SetDirection(tuple(grid_direction.ravel()))
 
-    low, high = _robust_range(image)
-    raw = sitk.GetArrayFromImage(_resample(sitk.Cast(image, sitk.sitkFloat32), reference, sitk.sitkLinear, 0.0))
     fov = _field_of_view(start_index, steps, in_size)
-    slices = np.clip((raw - low) / (high - low), *NORMALISED_CLIP).astype(np.float32)
-    slices[~fov] = 0.0
-
-    grid_image = sitk.GetImageFromArray(slices)
-    grid_image.CopyInformation(reference)
+    if intensities:
+        low, high = _robust_range(image)
+        raw = sitk.GetArrayFromImage(_resample(sitk.Cast(image, sitk.sitkFloat32), reference, sitk.sitkLinear, 0.0))
+        slices = np.clip((raw - low) / (high - low), *NORMALISED_CLIP).astype(np.float32)
+        slices[~fov] = 0.0
+        grid_image = sitk.GetImageFromArray(slices)
+        grid_image.CopyInformation(reference)
+    else:
+        slices, grid_image, (low, high) = None, reference, (None, None)
     return ModelGrid(
         slices=slices, grid_image=grid_image, spec=spec, acquisition_plane=acquisition_plane(image),
-        input_geometry=geometry_of(image), fov_mask=fov, intensity_percentiles=(low, high),
+        input_geometry=geometry_of(image), fov_mask=fov,
+        intensity_percentiles=(low, high) if intensities else None,
         input_axes=(slice_axis, row_axis, col_axis), flipped=tuple(s < 0 for s in signs),
         _reference=reference,
     )

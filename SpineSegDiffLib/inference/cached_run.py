@@ -48,9 +48,9 @@ def segment_from_cache(image: sitk.Image, model: ModelInfo, settings: SegmentSet
     folder, record = found
     timings = {"cache_key_s": time.perf_counter() - t0}
     t_grid = time.perf_counter()
-    grid = to_model_grid(image, model.grid_spec)
+    grid = to_model_grid(image, model.grid_spec, intensities=False)  # geometry: the samples are on disk
     timings["grid_s"] = time.perf_counter() - t_grid
-    n, h, w = grid.slices.shape
+    n, h, w = grid.shape
     cache = SampleCache(folder, (fused, n, NUM_CLASSES, h, w), limit_bytes_from_env())
     t_fuse = time.perf_counter()
     on_disk = cache.load_leading(settings.samples)
@@ -71,11 +71,11 @@ def segment_from_cache(image: sitk.Image, model: ModelInfo, settings: SegmentSet
     timings["ensemble_s"] = time.perf_counter() - t_fuse
     timings["network_s"] = 0.0
     t_post = time.perf_counter()
-    result, ent_arrays = result_on_input(image, grid, pred, settings, fused)
+    result = result_on_input(image, grid, pred, settings, fused)
     timings["postprocess_s"] = time.perf_counter() - t_post
     timings["total_s"] = time.perf_counter() - t0
     notes = reorientation_notes(grid)
-    result.summary = run_summary(image, result, ent_arrays, pred, settings, fused_steps=fused,
+    result.summary = run_summary(image, result, pred, settings, fused_steps=fused,
                                  start_kind=start.kind, t_max=start.t_max, device=record["device"],
                                  model_identity=model.identity, input_name=input_name, notes=notes,
                                  timings=timings, preseg_evaluations=0, cache_folder=str(folder),

@@ -43,7 +43,7 @@ def fuse_samples(samples: list[np.ndarray], fused_steps: int, extras: bool = Fal
     weights = fusion_weight_array(fused_steps)
     for start in range(0, n, _FUSE_SLICES):
         part = slice(start, min(n, start + _FUSE_SLICES))
-        stats = levels.statistics_of_levels(samples, part)
+        stats = levels.statistics_of_levels(samples, part, second_order=extras)
         out.probabilities[part] = levels.fuse_step_means(stats.mean_probability, weights)
         out.entropy[part] = levels.entropy_of_mean(stats)
         if extras:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from SpineSegDiffLib.core.cpu_kernel import cpu_kernel
 from SpineSegDiffLib.core.log import warn
 from SpineSegDiffLib.grid.geometry import GridSpec
 from SpineSegDiffLib.model.devices import choose_device
@@ -27,6 +28,7 @@ class LoadedModel:
     path: Path | None = None
     device_note: str | None = None
     requested_device: str = "auto"  # as given ("auto", "cpu", ...): the cached path's request
+    kernel: str = "eager"  # "onnxruntime" when the CPU runs the network through it (core/cpu_kernel.py)
 
     @property
     def image_channels(self) -> int:
@@ -50,14 +52,22 @@ def load_model(path: str | Path, device: str = "auto") -> LoadedModel:
     model_file = load_model_file(path)
     network = build_model(model_file, dev)
     network.eval()
-    if dev.type == "cpu":
-        use_fast_pooling(network)
     meta = model_file.metadata
     grid = GridSpec(**meta["preprocessing"]["grid"])
+    kernel = "eager"
+    if dev.type == "cpu":
+        use_fast_pooling(network)
+        if cpu_kernel() == "onnxruntime":
+            from SpineSegDiffLib.model.onnx_network import onnx_network
+
+            channels = int(meta["architecture"].get("image_channels", 1))
+            wrapped = onnx_network(network, Path(path), grid.size, channels)
+            if wrapped is not None:
+                network, kernel = wrapped, "onnxruntime"
     if note:
         warn(note)
     return LoadedModel(network, meta, grid, DiffusionConfig.from_dict(meta["diffusion"]), dev,
-                       Path(path), note, device)
+                       Path(path), note, device, kernel)
 
 
 class MaxPool2x2(torch.nn.Module):

@@ -9,6 +9,8 @@ the input's grid (smooth boundaries even when the grid is coarser than the input
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable
 
 import numpy as np
 import SimpleITK as sitk
@@ -17,8 +19,17 @@ from SpineSegDiffLib import __version__
 from SpineSegDiffLib.core.labels import NUM_CLASSES, STRUCTURES
 from SpineSegDiffLib.core.log import warn
 from SpineSegDiffLib.grid.geometry import ModelGrid
+from SpineSegDiffLib.grid.map_back import (
+    BoxedArray,
+    LinearMap,
+    axis_maps,
+    box_reading,
+    linear_to_input,
+    nonzero_box,
+    slabs_in_box,
+)
 from SpineSegDiffLib.inference.fusion import GridPrediction
-from SpineSegDiffLib.inference.postprocess import clean_masks, to_labelmap
+from SpineSegDiffLib.inference.postprocess import clean_masks, labelmap_of_channels
 from SpineSegDiffLib.inference.settings import SegmentSettings
 from SpineSegDiffLib.inference.summary import structure_summary
 
@@ -26,14 +37,39 @@ from SpineSegDiffLib.inference.summary import structure_summary
 @dataclass
 class SegmentationResult:
     labelmap: sitk.Image  # uint8 on the input geometry
-    masks: np.ndarray  # (C, z, y, x) bool on the input geometry
+    labels_boxed: BoxedArray  # the labelmap's voxels inside the box that can hold a structure (0 outside)
     uncertainty: sitk.Image  # float32 combined uncertainty on the input geometry
-    structure_uncertainty: list[sitk.Image]  # per structure, input geometry
-    probabilities: list[sitk.Image]  # per structure, input geometry
+    uncertainty_maps: LinearMap  # per-structure uncertainty (C), computed on the input grid where asked for
+    probability_maps: Callable[[], list[sitk.Image]]  # computed when asked for (outputs, evaluation)
     extras: dict[str, list[sitk.Image]] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     grid: ModelGrid | None = None
     sample_labelmaps: list[sitk.Image] = field(default_factory=list)  # settings.sample_masks: one per sample
+
+    # the whole-volume views, made only when asked for: the slider's step shows the labelmap
+    # and the combined map, and pays for nothing else on the input's 10 M+ voxels
+
+    @cached_property
+    def masks(self) -> np.ndarray:
+        """(C, z, y, x) bool on the input geometry: the labelmap's structures."""
+        labels = sitk.GetArrayViewFromImage(self.labelmap)
+        return np.stack([labels == s.value for s in STRUCTURES])
+
+    @cached_property
+    def structure_uncertainty(self) -> list[sitk.Image]:
+        """Per structure, input geometry."""
+        return [_image_like(self.uncertainty_maps.full(c), self.labelmap) for c in range(NUM_CLASSES)]
+
+    @cached_property
+    def probabilities(self) -> list[sitk.Image]:
+        """Per structure fused probabilities, input geometry."""
+        return self.probability_maps()
+
+
+def _image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(reference)
+    return image
 
 
 def _decided_probabilities(prob: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -46,52 +82,64 @@ def _decided_probabilities(prob: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return np.where(keep, np.maximum(prob, 0.5 + eps), np.minimum(prob, 0.5 - eps)).astype(np.float32)
 
 
+@dataclass
+class LabelmapOnInput:
+    labelmap: sitk.Image  # uint8, the input's geometry
+    labels: BoxedArray  # the same voxels inside the box that can hold a structure
+    probability_maps: Callable[[], list[sitk.Image]]  # (C) float32 images, on request
+
+
 def labelmap_on_input(probabilities: np.ndarray, grid: ModelGrid, image: sitk.Image,
-                      min_component_mm3: float) -> tuple[sitk.Image, np.ndarray, np.ndarray, list[sitk.Image]]:
-    """Grid probabilities (n, C, H, W) -> (labelmap, masks (C, z, y, x), probabilities (C, z, y, x),
-    probability images) on the input's exact geometry, cleaned on the grid."""
+                      min_component_mm3: float) -> LabelmapOnInput:
+    """Grid probabilities (n, C, H, W) -> the labelmap on the input's exact geometry, cleaned on the grid.
+
+    Only input voxels that read a kept grid voxel can exceed 0.5 (elsewhere every value
+    interpolated is at most 0.5 - eps): the probabilities are mapped back in that box only,
+    slab by slab, and never kept.
+    """
     spacing = grid.grid_image.GetSpacing()
     keep = clean_masks(probabilities > 0.5, float(np.prod(spacing)), min_component_mm3)
-    decided = _decided_probabilities(probabilities, keep)
-    prob_images = [grid.to_input_geometry(decided[:, c], interpolation="linear") for c in range(NUM_CLASSES)]
-    prob_arrays = np.stack([sitk.GetArrayViewFromImage(p) for p in prob_images])
-    masks = prob_arrays > 0.5
-    # to_labelmap wants the structure axis second: (z, C, y, x)
-    labelmap_arr = to_labelmap(np.moveaxis(masks, 0, 1), np.moveaxis(prob_arrays, 0, 1))
-    # from here on the masks are the labelmap's, so volumes and scores match what is written
-    masks = np.stack([labelmap_arr == s.value for s in STRUCTURES])
-    labelmap = sitk.GetImageFromArray(labelmap_arr)
-    labelmap.CopyInformation(image)
-    return labelmap, masks, prob_arrays, prob_images
+    decided = np.ascontiguousarray(np.moveaxis(_decided_probabilities(probabilities, keep), 1, 0))  # (C, n, H, W)
+    maps = axis_maps(grid)
+    shape = tuple(reversed(image.GetSize()))
+    grid_box = nonzero_box(keep.any(axis=1))
+    box = box_reading(maps, grid_box) if grid_box is not None else (slice(0, 0),) * 3
+    labels = np.zeros(shape, np.uint8)
+    if all(b.stop > b.start for b in box):
+        for part, prob in slabs_in_box(decided, maps, box):
+            labels[(part, *box[1:])] = labelmap_of_channels(prob > 0.5, prob)
+    labelmap = _image_like(labels, image)
+
+    def probability_maps() -> list[sitk.Image]:
+        return [_image_like(p, image) for p in linear_to_input(decided, maps, shape)]
+
+    return LabelmapOnInput(labelmap, BoxedArray(labels[box], box, shape), probability_maps)
 
 
 def result_on_input(image: sitk.Image, grid: ModelGrid, pred: GridPrediction, settings: SegmentSettings,
-                    fused_steps: int) -> tuple[SegmentationResult, np.ndarray]:
-    """Everything a run outputs, on the input geometry, plus the per-structure uncertainty
-    arrays (C, z, y, x) the summary needs. ``summary`` is left for ``run_summary``."""
+                    fused_steps: int) -> SegmentationResult:
+    """Everything a run outputs, on the input geometry. ``summary`` is left for ``run_summary``."""
     spacing = grid.grid_image.GetSpacing()
-    labelmap, masks, _, prob_images = labelmap_on_input(pred.probabilities, grid, image,
-                                                        settings.min_component_mm3)
-    ent_images = [grid.to_input_geometry(pred.entropy[:, c], interpolation="linear") for c in range(NUM_CLASSES)]
-    ent_arrays = np.stack([sitk.GetArrayViewFromImage(e) for e in ent_images])
-    combined = sitk.GetImageFromArray(ent_arrays.max(axis=0).astype(np.float32))
-    combined.CopyInformation(image)
+    on_input = labelmap_on_input(pred.probabilities, grid, image, settings.min_component_mm3)
+    maps = axis_maps(grid)
+    shape = tuple(reversed(image.GetSize()))
+    entropy = LinearMap.of(np.moveaxis(pred.entropy, 1, 0), maps, shape)  # 0 where every sample agrees
+    combined_array = np.zeros(shape, np.float32)
+    for box, values in entropy.slabs():
+        np.max(values, axis=0, out=combined_array[box])
+    combined = _image_like(combined_array, image)
     extras: dict[str, list[sitk.Image]] = {}
     if settings.extras:
-        extras["variance"] = [grid.to_input_geometry(pred.variance[:, c], interpolation="linear")
-                              for c in range(NUM_CLASSES)]
-        extras["mutual_information"] = [grid.to_input_geometry(pred.mutual_information[:, c],
-                                                               interpolation="linear")
-                                        for c in range(NUM_CLASSES)]
+        for name, values in (("variance", pred.variance), ("mutual_information", pred.mutual_information)):
+            extras[name] = [_image_like(v, image) for v in linear_to_input(np.moveaxis(values, 1, 0), maps, shape)]
     sample_labelmaps = []
     if settings.sample_masks:
         from SpineSegDiffLib.inference.sample_masks import sample_labelmaps as per_sample
 
         sample_labelmaps = [grid.to_input_geometry(lm, "nearest") for lm in per_sample(
             pred.sample_levels, fused_steps, float(np.prod(spacing)), settings.min_component_mm3)]
-    result = SegmentationResult(labelmap, masks, combined, ent_images, prob_images, extras, {}, grid,
-                                sample_labelmaps)
-    return result, ent_arrays
+    return SegmentationResult(on_input.labelmap, on_input.labels, combined, entropy, on_input.probability_maps,
+                              extras, {}, grid, sample_labelmaps)
 
 
 def reorientation_notes(grid: ModelGrid) -> list[str]:
@@ -99,12 +147,12 @@ def reorientation_notes(grid: ModelGrid) -> list[str]:
     if grid.acquisition_plane == "sagittal":
         return []
     note = (f"{grid.acquisition_plane} acquisition reoriented to sagittal slices "
-            f"({grid.slices.shape[0]} slices); results are mapped back onto the input grid")
+            f"({grid.shape[0]} slices); results are mapped back onto the input grid")
     warn(note)
     return [note]
 
 
-def run_summary(image: sitk.Image, result: SegmentationResult, ent_arrays: np.ndarray, pred: GridPrediction,
+def run_summary(image: sitk.Image, result: SegmentationResult, pred: GridPrediction,
                 settings: SegmentSettings, *, fused_steps: int, start_kind: str, t_max: int | None,
                 device: str, model_identity: dict, input_name: str, notes: list[str],
                 timings: dict[str, float], preseg_evaluations: int, cache_folder: str | None,
@@ -121,7 +169,7 @@ def run_summary(image: sitk.Image, result: SegmentationResult, ent_arrays: np.nd
                      "seed": settings.seed, "device": device,
                      "start": start_kind, "t_max": t_max,
                      "grid": {"spacing_mm": list(grid.grid_image.GetSpacing()), "size": grid.spec.size,
-                              "slices": int(grid.slices.shape[0])},
+                              "slices": int(grid.shape[0])},
                      "acquisition_plane": grid.acquisition_plane,
                      # what the ensemble sampled: the spine's box and slices (--crop auto), or all
                      "crop": crop or {"setting": settings.crop, "applied": False}},
@@ -134,5 +182,5 @@ def run_summary(image: sitk.Image, result: SegmentationResult, ent_arrays: np.nd
                   "samples_computed": (len(pred.sample_levels) if pred.sample_levels else settings.samples)
                   - pred.samples_from_cache,
                   "folder": cache_folder},
-        "structures": structure_summary(image, result.masks, ent_arrays),
+        "structures": structure_summary(image, result.labels_boxed, result.uncertainty_maps),
     } | ({"samples_auto": {"cap": settings.samples, "trace": pred.auto_trace}} if settings.samples_auto else {})

@@ -129,7 +129,7 @@ def segment_image(image: sitk.Image, model: LoadedModel, settings: SegmentSettin
         preseg_probabilities, timings["presegmentation_network_s"] = presegment_grid(model, grid.slices)
         preseg_evaluations = int(grid.slices.shape[0])
         if on_presegmentation is not None:
-            on_presegmentation(labelmap_on_input(preseg_probabilities, grid, image, settings.min_component_mm3)[0])
+            on_presegmentation(labelmap_on_input(preseg_probabilities, grid, image, settings.min_component_mm3).labelmap)
         timings["presegmentation_s"] = time.perf_counter() - t_pre
 
     box, crop_record, crop_notes = choose_crop(model, settings, grid, preseg_probabilities)
@@ -147,10 +147,10 @@ def segment_image(image: sitk.Image, model: LoadedModel, settings: SegmentSettin
 
     t2 = time.perf_counter()
     report("fuse", 0.91, "cleaning masks and mapping back onto the input geometry")
-    result, ent_arrays = result_on_input(image, grid, pred, settings, fused)
+    result = result_on_input(image, grid, pred, settings, fused)
     timings["postprocess_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0
-    result.summary = run_summary(image, result, ent_arrays, pred, settings, fused_steps=fused,
+    result.summary = run_summary(image, result, pred, settings, fused_steps=fused,
                                  start_kind=start.kind, t_max=start.t_max, device=str(model.device),
                                  model_identity=model.identity, input_name=input_name, notes=notes,
                                  timings=timings, preseg_evaluations=preseg_evaluations,

@@ -18,14 +18,20 @@ import SimpleITK as sitk
 def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     """`mask` (n, H, W) bool -> same with holes inside each slice's components filled
     (a hole: background not face-connected to the slice's border, as scipy's binary_fill_holes)."""
-    out = np.empty_like(mask, dtype=bool)
-    for i in range(mask.shape[0]):  # one call per slice, vectorised inside
-        if not mask[i].any():
-            out[i] = False
-            continue
-        filled = sitk.BinaryFillhole(sitk.GetImageFromArray(mask[i].astype(np.uint8)), fullyConnected=False,
-                                     foregroundValue=1.0)
-        out[i] = sitk.GetArrayViewFromImage(filled) > 0
+    n, h, w = mask.shape
+    busy = np.flatnonzero(mask.reshape(n, -1).any(axis=1))
+    out = np.zeros_like(mask, dtype=bool)
+    if not busy.size:
+        return out
+    # one ITK call for all slices: side by side, each followed by a background column that
+    # touches the border, so a slice's background reaches the border exactly when it reaches
+    # its own slice's edge (one call per slice cost ~3 ms each, 70+ per run)
+    mosaic = np.zeros((h, busy.size, w + 1), np.uint8)
+    mosaic[:, :, :w] = np.moveaxis(mask[busy], 0, 1)
+    filled = sitk.BinaryFillhole(sitk.GetImageFromArray(mosaic.reshape(h, -1)), fullyConnected=False,
+                                 foregroundValue=1.0)
+    tiles = sitk.GetArrayViewFromImage(filled).reshape(h, busy.size, w + 1)[:, :, :w]
+    out[busy] = np.moveaxis(tiles, 1, 0) > 0
     return out
 
 
@@ -56,7 +62,22 @@ def to_labelmap(masks: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     Where structures overlap, the most probable one wins, so the labelmap is a faithful
     single-label view of the multi-label output.
     """
-    scores = np.where(masks, probabilities, -1.0)
-    best = scores.argmax(axis=1)
-    any_mask = masks.any(axis=1)
+    return labelmap_of_channels(np.moveaxis(masks, 1, 0), np.moveaxis(probabilities, 1, 0))
+
+
+def labelmap_of_channels(masks: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """``to_labelmap`` with the structure axis first: (C, ...) -> (...) uint8.
+
+    The same as ``argmax`` over the structures of the probabilities where masked (-1
+    elsewhere; ties to the first), channel by channel: argmax over a strided axis of an
+    11 M-voxel volume costs about 0.8 s of CPU, this a tenth of it.
+    """
+    best = np.zeros(masks.shape[1:], np.uint8)
+    best_score = np.where(masks[0], probabilities[0], np.float32(-1.0))
+    for c in range(1, masks.shape[0]):
+        score = np.where(masks[c], probabilities[c], np.float32(-1.0))
+        better = score > best_score
+        best[better] = c
+        np.maximum(best_score, score, out=best_score)
+    any_mask = masks.any(axis=0)
     return np.where(any_mask, best + 1, 0).astype(np.uint8)

@@ -37,11 +37,26 @@ _PREFIX = "request_"
 
 
 def device_fingerprint(requested: str) -> dict:
-    """What decides where "auto" (or "cuda") runs, seen without importing torch."""
-    return {"requested": requested, "platform": sys.platform, "machine": platform.machine(),
+    """What decides where "auto" (or "cuda") runs and which CPU kernel, seen without importing torch."""
+    from SpineSegDiffLib.core.cpu_kernel import cpu_kernel
+
+    kernel = {"cpu_kernel": cpu_kernel()} if cpu_kernel() != "eager" else {}  # eager: keys as before
+    return kernel | {"requested": requested, "platform": sys.platform, "machine": platform.machine(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "nvidia_devices": sorted(p.name for p in Path("/dev").glob("nvidia[0-9]*")) if Path("/dev").is_dir()
             else []}
+
+
+_MODEL_SHA256: dict[tuple, str] = {}
+
+
+def _model_sha256(path: Path) -> str:
+    """``sha256_file``, remembered per file state: Slicer's process asks at every slider step."""
+    stat = Path(path).stat()
+    state = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if state not in _MODEL_SHA256:
+        _MODEL_SHA256[state] = sha256_file(path)
+    return _MODEL_SHA256[state]
 
 
 def request_key(image: sitk.Image, model_path: Path, settings: "SegmentSettings", fused_steps: int,
@@ -50,7 +65,7 @@ def request_key(image: sitk.Image, model_path: Path, settings: "SegmentSettings"
     from SpineSegDiffLib.inference.sample_cache import ensemble_key
 
     parts = {"request": 1, "spinesegdiff_version": __version__,  # the grid code decides the slices
-             "model_sha256": sha256_file(model_path), "steps": settings.steps, "fused_steps": fused_steps,
+             "model_sha256": _model_sha256(model_path), "steps": settings.steps, "fused_steps": fused_steps,
              "seed": settings.seed, "start": start.kind, "t_max": start.t_max,
              "batch_slices": settings.batch_slices, "samples_per_call": settings.samples_per_call,
              # only when cropping: uncropped requests keep the keys of earlier versions
@@ -66,10 +81,19 @@ def remember_request(cache: "SampleCache", image: sitk.Image, model_path: Path |
                      device_used: str, requested_device: str = "auto", crop: dict | None = None) -> None:
     """Record in the ensemble's folder that this request leads there, and the run's ``crop``
     record for the summary of a later torch-free run (never fatal)."""
-    if model_path is None or not Path(model_path).is_file():
+    remember_request_in(cache.folder, image, model_path, settings, fused_steps, start, device_used,
+                        requested_device, crop)
+
+
+def remember_request_in(folder: Path, image: sitk.Image, model_path: Path | None, settings: "SegmentSettings",
+                        fused_steps: int, start: "SamplingStart", device_used: str,
+                        requested_device: str = "auto", crop: dict | None = None) -> None:
+    """``remember_request`` for an ensemble folder (Slicer's process records its own key of a request
+    the engine process served: the same voxels, a geometry read back from a file may differ in the last bits)."""
+    if model_path is None or not Path(model_path).is_file() or not Path(folder).is_dir():
         return
     key = request_key(image, Path(model_path), settings, fused_steps, start, requested_device)
-    path = cache.folder / f"{_PREFIX}{key}.json"
+    path = Path(folder) / f"{_PREFIX}{key}.json"
     if path.exists():
         return
     try:

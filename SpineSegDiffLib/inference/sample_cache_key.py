@@ -45,6 +45,8 @@ def open_sample_cache(image: sitk.Image, grid: ModelGrid, model: LoadedModel, se
              "samples_per_call": batch_plan(model, sampled[0], max(sampled[1:]),  # as draw_samples plans
                                             settings.batch_slices, settings.samples_per_call)[1],
              "geometry": [image.GetSize(), image.GetOrigin(), image.GetSpacing(), image.GetDirection()]}
+    if getattr(model, "kernel", "eager") != "eager":  # eager keys stay those of earlier versions
+        parts["kernel"] = model.kernel
     if start is not None and start.kind != "noise":
         # only then: noise-start keys stay those of earlier versions, so their caches still hit
         parts.update(start=start.kind, t_max=start.t_max)

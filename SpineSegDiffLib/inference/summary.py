@@ -2,41 +2,39 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import SimpleITK as sitk
 
 from SpineSegDiffLib.core.labels import STRUCTURES
-
-if TYPE_CHECKING:
-    pass
+from SpineSegDiffLib.grid.map_back import BoxedArray, LinearMap
 
 
-
-def structure_summary(image: sitk.Image, masks: np.ndarray, uncertainty: np.ndarray) -> dict:
+def structure_summary(image: sitk.Image, labels: BoxedArray, uncertainty: LinearMap) -> dict:
     """Per structure: volume, mean uncertainty on and around it, and where it peaks.
 
-    The mean is taken over the structure dilated by one voxel, so boundary doubt (where
-    most of it lives) counts; the peak is the most uncertain point of that region after
-    light smoothing, so one noisy voxel does not decide where the user is sent.
+    ``labels``: the labelmap's voxels inside its box (0 outside); ``uncertainty``: the
+    per-structure uncertainty, computed here only around each structure. The mean is taken over the structure
+    dilated by one voxel, so boundary doubt (where most of it lives) counts; the peak is
+    the most uncertain point of that region after light smoothing, so one noisy voxel
+    does not decide where the user is sent.
     """
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
     out = {}
     for s in STRUCTURES:
-        full_mask = masks[s.value - 1]
-        entry = {"label": s.value, "name": s.name, "volume_ml": round(float(full_mask.sum()) * voxel_ml, 3),
+        in_box = labels.values == s.value
+        entry = {"label": s.value, "name": s.name, "volume_ml": round(float(np.count_nonzero(in_box)) * voxel_ml, 3),
                  "mean_uncertainty": 0.0, "peak_uncertainty_lps": None}
-        if full_mask.any():
+        if in_box.any():
             # work inside the structure's bounding box plus the reach of the dilation (1) and
             # of the Gaussian (4 sigma = 4 voxels): the same numbers, a fraction of the volume
-            box = _box_around(full_mask, margin=5)
-            m, u = full_mask[box], uncertainty[s.value - 1][box]
+            local = _box_around(in_box, margin=0)
+            grown = tuple(slice(max(b.start + o.start - 5, 0), min(b.stop + o.start + 5, n))
+                          for b, o, n in zip(local, labels.box, labels.shape))
+            m = BoxedArray(in_box, labels.box, labels.shape).crop(grown)
+            u = uncertainty.crop(grown, s.value - 1)
             region = _dilate_faces(m)
             entry["mean_uncertainty"] = round(float(u[region].mean()), 5)
-            smooth = _gaussian_sigma1(u.astype(np.float32))
-            smooth = np.where(region, smooth, -1.0)
-            z, y, x = (int(i) + b.start for i, b in zip(np.unravel_index(int(np.argmax(smooth)), smooth.shape), box))
+            z, y, x = (int(i) + b.start for i, b in zip(_peak_of_smoothed(u.astype(np.float32), region), grown))
             entry["peak_uncertainty_lps"] = [round(v, 3) for v in image.TransformIndexToPhysicalPoint((x, y, z))]
         out[s.key] = entry
     return out
@@ -63,16 +61,53 @@ _GAUSS = np.exp(-0.5 * np.arange(-_GAUSS_RADIUS, _GAUSS_RADIUS + 1) ** 2)
 _GAUSS /= _GAUSS.sum()
 
 
-def _gaussian_sigma1(values: np.ndarray) -> np.ndarray:
-    """Gaussian smoothing, sigma 1 voxel, separable, borders mirrored (scipy's mode 'reflect')."""
-    out = values.astype(np.float64)
-    for axis in range(out.ndim):
-        pad = [(0, 0)] * out.ndim
-        pad[axis] = (_GAUSS_RADIUS, _GAUSS_RADIUS)
-        padded = np.pad(out, pad, mode="symmetric")
-        n = out.shape[axis]
-        out = sum(w * np.take(padded, np.arange(k, k + n), axis=axis) for k, w in enumerate(_GAUSS))
-    return out.astype(np.float32)
+def _smooth_along(values: np.ndarray, axis: int) -> np.ndarray:
+    """One axis of the Gaussian (float64), borders mirrored (scipy's mode 'reflect' = np.pad 'symmetric')."""
+    pad = [(0, 0)] * values.ndim
+    pad[axis] = (_GAUSS_RADIUS, _GAUSS_RADIUS)
+    padded = np.pad(values, pad, mode="symmetric")
+    return _taps(padded, axis, values.shape[axis])
+
+
+def _taps(padded: np.ndarray, axis: int, n: int) -> np.ndarray:
+    """sum_k w_k padded[k : k + n] along ``axis``, in a fixed order (so every caller gets the same bits)."""
+    window = [slice(None)] * padded.ndim
+    shape = list(padded.shape)
+    shape[axis] = n
+    total = np.zeros(shape)
+    for k, w in enumerate(_GAUSS):  # views, not copies
+        window[axis] = slice(k, k + n)
+        total += w * padded[tuple(window)]
+    return total
+
+
+_SLAB_PLANES = 16  # planes per slab: temporaries of a few MB instead of copies of the whole box in float64
+
+
+def _peak_of_smoothed(values: np.ndarray, region: np.ndarray) -> tuple[int, ...]:
+    """Index of the maximum of the Gaussian-smoothed (sigma 1 voxel) ``values`` inside ``region``,
+    the first in C order on ties.
+
+    Smoothed slab by slab of planes along axis 0, each read with the Gaussian's reach of
+    input planes (mirrored at the ends, as np.pad does): axis 0 first, then 1 and 2, the
+    same operations on every voxel as smoothing the whole box at once, so the same numbers.
+    """
+    n = values.shape[0]
+    plane_of = np.pad(np.arange(n), _GAUSS_RADIUS, mode="symmetric")  # which input plane each padded plane is
+    best_value, best_index = None, None
+    for start in range(0, n, _SLAB_PLANES):
+        stop = min(n, start + _SLAB_PLANES)
+        slab = values[plane_of[start:stop + 2 * _GAUSS_RADIUS]].astype(np.float64)
+        smooth = _taps(slab, 0, stop - start)
+        for axis in range(1, values.ndim):
+            smooth = _smooth_along(smooth, axis)
+        scores = np.where(region[start:stop], smooth.astype(np.float32), np.float32(-1.0))
+        flat = int(np.argmax(scores))
+        if best_value is None or scores.flat[flat] > best_value:  # strictly: the first maximum wins
+            best_value = scores.flat[flat]
+            best_index = (start + flat // (scores.shape[1] * scores.shape[2]),
+                          *np.unravel_index(flat % (scores.shape[1] * scores.shape[2]), scores.shape[1:]))
+    return tuple(int(i) for i in best_index)
 
 
 def _box_around(mask: np.ndarray, margin: int) -> tuple[slice, ...]:

@@ -41,34 +41,53 @@ class LevelStatistics:
     """Per fused step means over samples, each (Ts, B, C, H, W) float32."""
 
     mean_probability: np.ndarray
-    mean_square: np.ndarray  # mean of p^2
-    mean_entropy: np.ndarray  # mean of the per-sample binary entropy
+    mean_square: np.ndarray | None  # mean of p^2 (None: not asked for)
+    mean_entropy: np.ndarray | None  # mean of the per-sample binary entropy (None: not asked for)
     samples: int
+    level_sums: np.ndarray | None = None  # sum of the levels q (uint16): mean p = sum / (255 S)
 
 
-def statistics_of_levels(samples: Sequence[np.ndarray], index: slice = slice(None)) -> LevelStatistics:
+def statistics_of_levels(samples: Sequence[np.ndarray], index: slice = slice(None),
+                         second_order: bool = True) -> LevelStatistics:
     """Ensemble statistics from per-sample uint8 levels, each (Ts, n, C, H, W).
 
     ``index`` selects slices (axis 1), so callers can bound memory by working on a few
     slices at a time. The p and p^2 sums are exact integers and the entropy sum follows
     the given order, so equal inputs give bit-identical statistics (fresh run or cache).
+    ``second_order=False`` leaves out the p^2 and entropy means (only the variance and
+    mutual information need them): two thirds of the work of the slider's step.
     """
     if not samples:
         raise ValueError("statistics need at least one sample")
+    if len(samples) > MAX_SAMPLES_UINT16:
+        raise ValueError(f"at most {MAX_SAMPLES_UINT16} samples")
     first = samples[0][:, index]
-    sum_q = np.zeros(first.shape, np.int32)
-    sum_q2 = np.zeros(first.shape, np.int32)
-    sum_h = np.zeros(first.shape, np.float32)
+    sum_q = np.zeros(first.shape, np.uint16)  # 255 * 257 fits: exact, half of int32's memory traffic
+    sum_q2 = np.zeros(first.shape, np.int32) if second_order else None
+    sum_h = np.zeros(first.shape, np.float32) if second_order else None
     for sample in samples:
         q = sample[:, index]
-        q32 = q.astype(np.int32)
-        sum_q += q32
-        sum_q2 += q32 * q32
-        sum_h += ENTROPY_OF_LEVEL[q]
+        sum_q += q
+        if second_order:
+            q32 = q.astype(np.int32)
+            sum_q2 += q32 * q32
+            sum_h += ENTROPY_OF_LEVEL[q]
     n = len(samples)
     return LevelStatistics(mean_probability=sum_q.astype(np.float32) / np.float32(QUANT_LEVELS * n),
-                           mean_square=sum_q2.astype(np.float32) / np.float32(QUANT_LEVELS ** 2 * n),
-                           mean_entropy=sum_h / np.float32(n), samples=n)
+                           mean_square=(sum_q2.astype(np.float32) / np.float32(QUANT_LEVELS ** 2 * n)
+                                        if second_order else None),
+                           mean_entropy=sum_h / np.float32(n) if second_order else None, samples=n,
+                           level_sums=sum_q)
+
+
+MAX_SAMPLES_UINT16 = 257  # 255 * 257 = 65535: the level sums stay exact in uint16
+
+
+def _entropy_of_sums(samples: int) -> np.ndarray:
+    """(255 S + 1,) float32: ``binary_entropy`` of every possible mean p = sum / (255 S), computed
+    exactly as for an array of means (float32 division, then the same function)."""
+    sums = np.arange(QUANT_LEVELS * samples + 1).astype(np.float32)
+    return binary_entropy(sums / np.float32(QUANT_LEVELS * samples))
 
 
 def fuse_step_means(mean_probability: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -81,6 +100,8 @@ def fuse_step_means(mean_probability: np.ndarray, weights: np.ndarray) -> np.nda
 
 def entropy_of_mean(stats: LevelStatistics) -> np.ndarray:
     """Entropy of the sample-mean probability, maximum over fused steps (B, C, H, W)."""
+    if stats.level_sums is not None:  # a table over the possible sums: no logarithms per voxel
+        return _entropy_of_sums(stats.samples)[stats.level_sums].max(axis=0)
     return binary_entropy(stats.mean_probability).max(axis=0)
 
 
