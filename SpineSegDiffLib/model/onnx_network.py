@@ -69,7 +69,7 @@ def export(net: torch.nn.Module, folder: Path, channels: int, size: int) -> tupl
 class OnnxNetwork:
     """``encode`` / ``denoise`` by ONNX Runtime sessions; everything else from the PyTorch network."""
 
-    def __init__(self, network: torch.nn.Module, encoder: Path, denoiser: Path, threads: int):
+    def __init__(self, network: torch.nn.Module, encoder: Path, denoiser: Path, threads: int, size: int):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -77,6 +77,7 @@ class OnnxNetwork:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.network = network
+        self.size = size  # the export's slice size; other sizes (a --crop auto box) run in PyTorch
         self._encoder = ort.InferenceSession(str(encoder), options, providers=["CPUExecutionProvider"])
         self._denoiser = ort.InferenceSession(str(denoiser), options, providers=["CPUExecutionProvider"])
 
@@ -86,6 +87,8 @@ class OnnxNetwork:
         return getattr(self.network, name)
 
     def encode(self, image: torch.Tensor) -> list[torch.Tensor]:
+        if tuple(image.shape[-2:]) != (self.size, self.size):
+            return self.network.encode(image)
         return [torch.from_numpy(f) for f in self._encoder.run(None, {"image": _numpy(image)})]
 
     def denoise(self, x_t: torch.Tensor, t, image: torch.Tensor, features) -> torch.Tensor:
@@ -94,7 +97,8 @@ class OnnxNetwork:
         if image.shape[0] != n:
             image = image.repeat(n // image.shape[0], 1, 1, 1)
         steps = torch.as_tensor(t).reshape(-1).to(torch.int64)
-        if steps.numel() != 1:  # the export takes one timestep for all rows, as the sampler calls it
+        if steps.numel() != 1 or tuple(x_t.shape[-2:]) != (self.size, self.size):
+            # the export takes one timestep for all rows (as the sampler calls it) and whole slices
             return self.network.denoise(x_t, t, image, features)
         feeds = {"x_t": _numpy(x_t), "t": steps.numpy(), "image": _numpy(image),
                  **{name: _numpy(f) for name, f in zip(FEATURES, features)}}
@@ -119,7 +123,7 @@ def onnx_network(network: torch.nn.Module, model_path: Path, size: int, channels
         encoder, denoiser = folder / "encoder.onnx", folder / "denoiser.onnx"
         if not (encoder.is_file() and denoiser.is_file()):
             export(network, folder, channels, size)
-        wrapped = OnnxNetwork(network, encoder, denoiser, torch.get_num_threads())
+        wrapped = OnnxNetwork(network, encoder, denoiser, torch.get_num_threads(), size)
         image = torch.linspace(-0.25, 1.25, size * size * channels).reshape(1, channels, size, size)
         x_t = torch.linspace(-1, 1, 3 * size * size).reshape(1, 3, size, size)
         with torch.inference_mode():
