@@ -95,7 +95,8 @@ def naive_seconds_per_evaluation(model, slices: np.ndarray, steps: int, calls: i
     """The naive loop: batch 1, one sample, one step per call, encoder at every call."""
     from SpineSegDiffLib.model.diffusion import make_scheduler, set_sampling_timesteps
 
-    device, net = model.device, model.network
+    device = model.device
+    net = getattr(model.network, "network", model.network)  # the PyTorch module, also behind ONNX Runtime
     sched = make_scheduler(model.diffusion)
     ts = set_sampling_timesteps(sched, steps).tolist()
     image = torch.from_numpy(slices[:, None]).to(device)
@@ -153,9 +154,9 @@ def nnunet_peer_seconds(slices: int, size: int, device: torch.device, time_slice
                         norm_op_kwargs={"eps": 1e-5, "affine": True}, nonlin=nn.LeakyReLU,
                         nonlin_kwargs={"inplace": True}).to(device).eval()
     volume = torch.rand(slices, 1, size, size, device=device)
-    from SpineSegDiffLib.inference.pipeline import _autocast
+    from SpineSegDiffLib.model.devices import autocast_context
 
-    with torch.inference_mode(), _autocast(device):
+    with torch.inference_mode(), autocast_context(device):
         net(volume[:1])  # warm-up
         sync(device)
         t0 = time.perf_counter()
