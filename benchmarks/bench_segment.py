@@ -99,7 +99,8 @@ def naive_seconds_per_evaluation(model, slices: np.ndarray, steps: int, calls: i
     net = getattr(model.network, "network", model.network)  # the PyTorch module, also behind ONNX Runtime
     sched = make_scheduler(model.diffusion)
     ts = set_sampling_timesteps(sched, steps).tolist()
-    image = torch.from_numpy(slices[:, None]).to(device)
+    channels = net.config.image_channels  # 3 for a 2.5D model: the slice repeated stands in for its neighbours
+    image = torch.from_numpy(slices[:, None]).repeat(1, channels, 1, 1).to(device)
     done = 0
     with torch.inference_mode():
         net(image[:1], torch.randn((1, 3, *slices.shape[-2:]), device=device), ts[0])  # warm-up
@@ -201,6 +202,9 @@ def main() -> int:
                                                                  "fewer are extrapolated)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-targets", action="store_true", help="skip the cache and memory target checks")
+    p.add_argument("--model", type=Path, default=None,
+                   help="a trained model file for the demo widths instead of random weights (random outputs "
+                        "make the clean-up and mapping back cost more than a real model's); paper widths skipped")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args()
     from SpineSegDiffLib.inference.loading import load_model
@@ -223,8 +227,9 @@ def main() -> int:
     peer_s = nnunet_peer_seconds(args.slices, 320, device, args.peer_slices or args.slices)
     print(json.dumps({"nnunet_peer_s": peer_s}), flush=True)
 
-    for widths in ["demo", "paper"]:
-        model = load_model(write_random_model(tmp / f"{widths}.zip", widths, device), str(device))
+    for widths in ["demo"] if args.model else ["demo", "paper"]:
+        path = args.model if args.model else write_random_model(tmp / f"{widths}.zip", widths, device)
+        model = load_model(path, str(device))
         size = WIDTHS[widths][1]
         slices_np = np.random.default_rng(0).random((args.slices, size, size), dtype=np.float32)
         naive = naive_seconds_per_evaluation(model, slices_np, 10, args.naive_calls if widths == "demo" or not on_cpu
