@@ -122,6 +122,9 @@ def main() -> int:
     p.add_argument("--phantom-generator", choices=("new", "old"), default="new",
                    help="training phantoms from today's generator (muscles, organs, random contrasts) or "
                         "from the one before it (old-vs-new ablation); test phantoms are always new")
+    p.add_argument("--vertebra-size-prior", type=float, default=0.0,
+                   help="vertebra size prior on the real body-only cases (training/size_prior.py); 0 = off")
+    p.add_argument("--size-prior-weight", type=float, default=0.3)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--eval-samples", type=int, default=5)
     p.add_argument("--eval-steps", type=int, default=10)
@@ -139,7 +142,8 @@ def main() -> int:
     cfg = TrainConfig(features=args.features, image_channels=args.image_channels, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, max_minutes=args.minutes, seed=args.seed,
                       val_every=max(1, args.epochs // 20), model_id="spinesegdiff-demo",
-                      model_version=args.model_version, val_fraction=0.1)
+                      model_version=args.model_version, val_fraction=0.1,
+                      vertebra_size_prior=args.vertebra_size_prior, size_prior_weight=args.size_prior_weight)
     spec = cfg.grid_spec()
     if args.calibrate_only is not None:
         return calibrate_model_file(args.calibrate_only, args, cfg)

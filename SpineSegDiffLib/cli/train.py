@@ -19,6 +19,10 @@ _HELP = {
     "preseg_t_max": "presegmentation start: noise the presegmentation to this step of T; "
                     "recorded in model.json as the default of segment --t-max ",
     "preseg_steps": "presegmentation start: DDIM steps from t_max; recorded as the default --steps ",
+    "vertebra_size_prior": "on vertebral-body-only cases, penalise predicted vertebra in the bodies' "
+                           "span beyond this many times the case's mean body area per slice, where "
+                           "the labels leave it open (posterior elements vs. muscle); 0 = off ",
+    "size_prior_weight": "weight of that penalty in the loss ",
 }
 
 

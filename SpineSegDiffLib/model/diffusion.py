@@ -146,8 +146,8 @@ def diffusion_loss(model: DiffUNet, image: torch.Tensor, mask01: torch.Tensor, *
                    config: DiffusionConfig | None = None) -> dict[str, torch.Tensor]:
     """One training batch: t ~ U{0..T-1}, x_t = noised (2 * mask - 1), loss on x0 logits.
 
-    Returns ``loss`` (to backpropagate), its terms ``dice``, ``bce``, ``mse``, and the
-    ``timesteps`` used.
+    Returns ``loss`` (to backpropagate), its terms ``dice``, ``bce``, ``mse``, the
+    ``timesteps`` used and the x0 ``logits``.
     """
     config = config or DiffusionConfig()
     scheduler = _training_scheduler(config)
@@ -162,6 +162,7 @@ def diffusion_loss(model: DiffUNet, image: torch.Tensor, mask01: torch.Tensor, *
     logits = model(image, x_t, timesteps)
     terms = segmentation_loss(logits, target, channel_weight)
     terms["timesteps"] = timesteps
+    terms["logits"] = logits  # for terms added on top (the vertebra size prior)
     return terms
 
 

@@ -41,6 +41,10 @@ class TrainConfig:
     stage: str = "diffusion"
     preseg_t_max: int = 400  # presegmentation start: noised to this step of T (recorded in model.json)
     preseg_steps: int = 5  # presegmentation start: DDIM steps from t_max (recorded in model.json)
+    # vertebra size prior on body-only slices (training/size_prior.py): budget = this x the
+    # case's mean body area per slice (0 = off); and the penalty's weight in the loss
+    vertebra_size_prior: float = 0.0
+    size_prior_weight: float = 0.3
     model_id: str = "spinesegdiff-custom"
     model_version: str = "0.1.0"
 
@@ -103,6 +107,8 @@ def config_from_values(values: dict[str, Any], source: str = "the options") -> T
             raise InputError(f"{source}: {_option(name)} must be at least 1, got {value}")
         if name in _FRACTIONS and not 0 <= value <= 1:
             raise InputError(f"{source}: {_option(name)} must be between 0 and 1, got {value}")
+        if name in ("vertebra_size_prior", "size_prior_weight") and value < 0:
+            raise InputError(f"{source}: {_option(name)} must be 0 (off) or more, got {value}")
         if name in ("grid_spacing_mm", "min_slice_spacing_mm", "lr") and not value > 0:
             raise InputError(f"{source}: {_option(name)} must be positive, got {value}")
     cfg = TrainConfig(**values)

@@ -36,6 +36,7 @@ from SpineSegDiffLib.training.stages import (
     check_stage,
     prepare_network,
 )
+from SpineSegDiffLib.training.size_prior import prior_channel
 from SpineSegDiffLib.training.targets import SliceSet
 from SpineSegDiffLib.training.validation import prediction_dice, validation_dice
 
@@ -52,16 +53,27 @@ class _BatchSource:
             self.inputs = torch.from_numpy(slices.inputs).to(device)
             self.masks = torch.from_numpy(one_hot(slices.labels)).to(device=device, dtype=torch.uint8)
             self.weights = torch.from_numpy(slices.weights).to(device)
-        else:
-            self.slices = slices
+        self.slices = slices
+        self.prior = None
+        if slices.prior_budget is not None and bool(slices.prior_budget.any()):
+            self.prior = (torch.from_numpy(slices.prior_budget).to(device),
+                          torch.from_numpy(slices.prior_band).to(device))
 
     def get(self, sel: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Image, one-hot mask and loss weights; with a size prior the weights carry it as
+        one more channel (``size_prior.split_prior_channel`` takes it off again)."""
         if self.on_device:
             idx = torch.from_numpy(np.asarray(sel)).to(self.device)
-            return self.inputs[idx], self.masks[idx].float(), self.weights[idx].float()
-        s = self.slices
-        return (torch.from_numpy(s.inputs[sel]), torch.from_numpy(one_hot(s.labels[sel])),
-                torch.from_numpy(s.weights[sel]).float())
+            image, mask, weights = self.inputs[idx], self.masks[idx].float(), self.weights[idx].float()
+        else:
+            s = self.slices
+            image, mask = torch.from_numpy(s.inputs[sel]), torch.from_numpy(one_hot(s.labels[sel]))
+            weights = torch.from_numpy(s.weights[sel]).float()
+        if self.prior is not None:
+            idx = torch.from_numpy(np.asarray(sel)).to(self.prior[0].device)
+            channel = prior_channel(self.prior[0][idx], self.prior[1][idx], *weights.shape[2:])
+            weights = torch.cat([weights, channel.to(weights.device)], 1)
+        return image, mask, weights
 
 
 def _epoch_indices(slices: SliceSet, rng: np.random.Generator, empty_fraction: float) -> np.ndarray:
@@ -129,7 +141,7 @@ def _build_run(cfg: TrainConfig, dist_info: DistInfo, dev: torch.device, train_s
     network = DiffUNet(net_cfg)
     prepare_network(cfg.stage, network, init_state, cfg.image_channels)
     network = network.to(dev)
-    stage = build_stage(cfg.stage, network, diff_cfg, preseg_cfg)
+    stage = build_stage(cfg.stage, network, diff_cfg, preseg_cfg, cfg.size_prior_weight)
     model_for_loss = network
     if dist_info.world > 1:
         if cfg.stage != "diffusion":
@@ -283,7 +295,7 @@ def _train(cases: list[GridCase], cfg: TrainConfig, out_dir: Path, device: str, 
 
     train_cases, val_cases = patient_split(cases, cfg.val_fraction, cfg.seed)
     spacing = float(cfg.grid_spacing_mm)
-    train_set = SliceSet.from_cases(train_cases, cfg.image_channels, spacing)
+    train_set = SliceSet.from_cases(train_cases, cfg.image_channels, spacing, cfg.vertebra_size_prior)
     val_set = SliceSet.from_cases(val_cases, cfg.image_channels, spacing) if val_cases else None
     run = _build_run(cfg, dist_info, dev, train_set, init_state, log)
 

@@ -43,14 +43,21 @@ def check_stage(name: str, init_state: dict | None) -> None:
         raise InputError(f"--stage {name} trains on top of an existing model: give --init MODEL")
 
 
-def build_stage(name: str, network, diff_cfg, preseg_cfg) -> Stage:
-    """Freeze what the stage keeps and return its loss; ``network`` is on its device."""
+def build_stage(name: str, network, diff_cfg, preseg_cfg, size_prior_weight: float = 0.0) -> Stage:
+    """Freeze what the stage keeps and return its loss; ``network`` is on its device.
+    Batches that carry a size-prior channel (``training/size_prior.py``) add its penalty,
+    times ``size_prior_weight``, to the diffusion stage's loss."""
     from SpineSegDiffLib.model.diffusion import diffusion_loss, segmentation_loss
     from SpineSegDiffLib.model.presegmenter import has_presegmenter
+    from SpineSegDiffLib.training.size_prior import size_prior_penalty, split_prior_channel
 
     if name == "diffusion":
         def loss(model, image, mask, weights, gen):
-            return diffusion_loss(model, image, mask, channel_weight=weights, generator=gen, config=diff_cfg)["loss"]
+            weights, region = split_prior_channel(weights, mask.shape[1])
+            terms = diffusion_loss(model, image, mask, channel_weight=weights, generator=gen, config=diff_cfg)
+            if region is None or size_prior_weight <= 0:
+                return terms["loss"]
+            return terms["loss"] + size_prior_weight * size_prior_penalty(terms["logits"], weights, region)
 
         return Stage(name, list(network.parameters()), loss, None, True)
 

@@ -23,9 +23,13 @@ class SliceSet:
     body_only: np.ndarray  # (N,) bool
     has_label: np.ndarray  # (N,) bool
     weights: np.ndarray  # (N, C, H, W) uint8 loss weights, computed once (see partial_label_targets)
+    # the vertebra size prior (training/size_prior.py): budget in pixels (0 = none), span rows
+    prior_budget: np.ndarray | None = None  # (N,) float32
+    prior_band: np.ndarray | None = None  # (N, 2) int32
 
     @classmethod
-    def from_cases(cls, cases: list[GridCase], channels: int, spacing_mm: float) -> "SliceSet":
+    def from_cases(cls, cases: list[GridCase], channels: int, spacing_mm: float,
+                   size_prior_ratio: float = 0.0) -> "SliceSet":
         if not cases:
             raise InputError("no training cases: check the data folders")
         inputs = np.concatenate([context_stack(c.slices, channels) for c in cases])
@@ -35,7 +39,15 @@ class SliceSet:
         beyond = np.concatenate([_beyond_posterior_elements(c, spacing_mm) for c in cases])
         labels, weights = partial_label_targets(labels, annotated, body_only, spacing_mm, beyond)
         weights = weights.astype(np.uint8)
-        return cls(inputs, labels, annotated, body_only, labels.reshape(len(labels), -1).any(1), weights)
+        budget = band = None
+        if size_prior_ratio > 0:
+            from SpineSegDiffLib.training.size_prior import slice_budgets
+
+            parts = [slice_budgets(c.labels, c.body_only, size_prior_ratio) for c in cases]
+            budget = np.concatenate([b for b, _ in parts])
+            band = np.concatenate([r for _, r in parts])
+        return cls(inputs, labels, annotated, body_only, labels.reshape(len(labels), -1).any(1), weights,
+                   budget, band)
 
 
 def _beyond_posterior_elements(case: GridCase, spacing_mm: float) -> np.ndarray:
