@@ -20,7 +20,8 @@ TINY = ["--features", "tiny", "--image-channels", 1, "--epochs", 1, "--batch-siz
     ({"epochs": "3"}, "--epochs should be a whole number"), ({"lr": "fast"}, "--lr should be a number"),
     ({"augment": "yes"}, "--augment should be true or false"), ({"batch_size": 0}, "--batch-size must be at least 1"),
     ({"val_fraction": 2}, "--val-fraction must be between 0 and 1"), (["epochs", 3], "a JSON object"),
-    ({"epoch": 3}, "unknown options epoch")])
+    ({"epoch": 3}, "unknown options epoch"),
+    ({"vertebra_size_prior": -1}, "--vertebra-size-prior must be 0 (off) or more")])
 def test_config_of_wrong_type_is_one_line_and_leaves_no_run_folder(cli, tmp_path, phantom_folder, config, expected):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
