@@ -132,3 +132,25 @@ def _train(size_prior_weight: float) -> float:
 def test_training_with_the_prior_paints_less_of_the_undecided_blob():
     without, with_prior = _train(0.0), _train(1.0)
     assert with_prior < 0.7 * without
+
+
+@pytest.mark.parametrize("stage", ["presegmenter", "diffusion-from-presegmentation"])
+def test_the_presegmenter_stages_take_the_prior_channel_and_add_the_penalty(stage):
+    from SpineSegDiffLib.model.diffusion import DiffusionConfig
+    from SpineSegDiffLib.model.network import TINY_FEATURES, DiffUNet, NetworkConfig
+    from SpineSegDiffLib.model.presegmenter import PresegmentationConfig, attach_presegmenter
+    from SpineSegDiffLib.training.stages import build_stage
+
+    torch.manual_seed(0)
+    model = DiffUNet(NetworkConfig(features=TINY_FEATURES, time_embed_dim=16))
+    attach_presegmenter(model)
+    image = torch.rand(2, 1, 32, 32)
+    mask = torch.zeros(2, 3, 32, 32)
+    weights = torch.zeros(2, 3, 32, 32)  # all undecided: every painted pixel counts
+    region = torch.full((2, 1, 32, 32), 1.0)  # a one-pixel budget
+    totals = []
+    for prior_weight in (0.0, 1.0):
+        built = build_stage(stage, model, DiffusionConfig(), PresegmentationConfig(t_max=200), prior_weight)
+        totals.append(float(built.loss(model, image, mask, torch.cat([weights, region], 1),
+                                       torch.Generator().manual_seed(0)).detach()))
+    assert totals[1] > totals[0]

@@ -45,19 +45,27 @@ def check_stage(name: str, init_state: dict | None) -> None:
 
 def build_stage(name: str, network, diff_cfg, preseg_cfg, size_prior_weight: float = 0.0) -> Stage:
     """Freeze what the stage keeps and return its loss; ``network`` is on its device.
-    Batches that carry a size-prior channel (``training/size_prior.py``) add its penalty,
-    times ``size_prior_weight``, to the diffusion stage's loss."""
+    Batches that carry a size-prior channel (``training/size_prior.py``) add its penalty on
+    the stage's predicted logits, times ``size_prior_weight``, in every stage."""
     from SpineSegDiffLib.model.diffusion import diffusion_loss, segmentation_loss
     from SpineSegDiffLib.model.presegmenter import has_presegmenter
     from SpineSegDiffLib.training.size_prior import size_prior_penalty, split_prior_channel
 
-    if name == "diffusion":
+    def with_prior(stage_loss):
+        """(model, image, mask, weights, gen) -> loss, from stage_loss(...) -> (loss, logits)."""
         def loss(model, image, mask, weights, gen):
             weights, region = split_prior_channel(weights, mask.shape[1])
-            terms = diffusion_loss(model, image, mask, channel_weight=weights, generator=gen, config=diff_cfg)
+            value, logits = stage_loss(model, image, mask, weights, gen)
             if region is None or size_prior_weight <= 0:
-                return terms["loss"]
-            return terms["loss"] + size_prior_weight * size_prior_penalty(terms["logits"], weights, region)
+                return value
+            return value + size_prior_weight * size_prior_penalty(logits, weights, region)
+        return loss
+
+    if name == "diffusion":
+        @with_prior
+        def loss(model, image, mask, weights, gen):
+            terms = diffusion_loss(model, image, mask, channel_weight=weights, generator=gen, config=diff_cfg)
+            return terms["loss"], terms["logits"]
 
         return Stage(name, list(network.parameters()), loss, None, True)
 
@@ -74,11 +82,14 @@ def build_stage(name: str, network, diff_cfg, preseg_cfg, size_prior_weight: flo
     for module in frozen:
         module.requires_grad_(False)
 
+    @with_prior
     def head_loss(model, image, mask, weights, gen):
         with torch.no_grad():
             features = model.image_encoder(image)
-        return segmentation_loss(model.presegmenter(features), mask, weights)["loss"]
+        logits = model.presegmenter(features)
+        return segmentation_loss(logits, mask, weights)["loss"], logits
 
+    @with_prior
     def from_presegmentation_loss(model, image, mask, weights, gen):
         with torch.no_grad():
             features = model.image_encoder(image)
@@ -86,7 +97,8 @@ def build_stage(name: str, network, diff_cfg, preseg_cfg, size_prior_weight: flo
         t = torch.randint(0, preseg_cfg.t_max + 1, (image.shape[0],), generator=gen).to(image.device)
         noise = torch.randn(start.shape, generator=gen).to(image.device)
         x_t = _training_scheduler(diff_cfg).add_noise(start, noise, t)
-        return segmentation_loss(model.denoise(x_t, t, image, features), mask, weights)["loss"]
+        logits = model.denoise(x_t, t, image, features)
+        return segmentation_loss(logits, mask, weights)["loss"], logits
 
     def predict_head(model, image):
         return torch.sigmoid(model.presegmenter(model.encode(image)).float()) > 0.5
