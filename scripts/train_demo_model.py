@@ -113,6 +113,10 @@ def main() -> int:
     p.add_argument("--model-version", default="1.1.0", help="version written into model.json")
     p.add_argument("--features", default="small")
     p.add_argument("--image-channels", type=int, default=3, help="3 = 2.5D (default), 1 = 2D")
+    p.add_argument("--grid-spacing-mm", type=float, default=2.0,
+                   help="in-plane pixel spacing of the model grid (a larger field of view widens it to fit)")
+    p.add_argument("--grid-size", type=int, default=160,
+                   help="in-plane size of the model grid in pixels, a multiple of 16")
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--minutes", type=float, default=30.0, help="stop training after this wall time")
     p.add_argument("--batch-size", type=int, default=32)
@@ -140,11 +144,15 @@ def main() -> int:
     from SpineSegDiffLib.training.data import data_summary, load_folder, load_grid_cases
 
     cfg = TrainConfig(features=args.features, image_channels=args.image_channels, epochs=args.epochs,
+                      grid_spacing_mm=args.grid_spacing_mm, grid_size=args.grid_size,
                       batch_size=args.batch_size, lr=args.lr, max_minutes=args.minutes, seed=args.seed,
                       val_every=max(1, args.epochs // 20), model_id="spinesegdiff-demo",
                       model_version=args.model_version, val_fraction=0.1,
                       vertebra_size_prior=args.vertebra_size_prior, size_prior_weight=args.size_prior_weight)
-    spec = cfg.grid_spec()
+    try:
+        spec = cfg.grid_spec()
+    except ValueError as error:
+        p.error(str(error))
     if args.calibrate_only is not None:
         return calibrate_model_file(args.calibrate_only, args, cfg)
     if args.score_only is not None:
