@@ -19,10 +19,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from SpineSegDiffLib.model.registry import BUNDLED_DEMO_MODEL  # noqa: E402
+
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, default=REPO / "SpineSegDiffLib" / "resources" / "models" / "spinesegdiff-demo.zip")
+    p.add_argument("--model", type=Path, default=BUNDLED_DEMO_MODEL)
     p.add_argument("--volumes", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")

@@ -35,6 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from SpineSegDiffLib.model.registry import BUNDLED_DEMO_MODEL  # noqa: E402
+
 COMPARED = {"IVD": ("disc_height_anterior_mm", "disc_height_middle_mm", "disc_height_posterior_mm", "disc_volume_ml"),
             "VB": ("body_height_anterior_mm", "body_height_middle_mm", "body_height_posterior_mm", "body_volume_ml")}
 
@@ -57,7 +59,7 @@ def expected_value(case_set: str, manual: int) -> int | None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, default=REPO / "SpineSegDiffLib" / "resources" / "models" / "spinesegdiff-demo.zip")
+    p.add_argument("--model", type=Path, default=BUNDLED_DEMO_MODEL)
     p.add_argument("--real", type=Path, default=None, help="real-data folder (default: ../shared/data/real)")
     p.add_argument("--samples", type=int, default=5)
     p.add_argument("--steps", type=int, default=10)

@@ -33,6 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from SpineSegDiffLib.model.registry import BUNDLED_DEMO_MODEL  # noqa: E402
+
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(REPO / "scripts"))
@@ -41,7 +43,7 @@ from old_phantom import old_phantom_module as old_generator  # noqa: E402
 # "--sequences mix": two contrasts per patient as before, cycling through these pairs, so
 # the new generator's STIR, Dixon and random contrasts are seen at the same volume count
 MIX = (("t1", "t2"), ("t2", "random"), ("t1", "stir"), ("dixon_water", "random"))
-DEMO_MODEL = REPO / "SpineSegDiffLib" / "resources" / "models" / "spinesegdiff-demo.zip"
+DEMO_MODEL = BUNDLED_DEMO_MODEL
 
 
 def phantom_cases(variant: str, seed: int, count: int, sequences: tuple[str, ...], spec):

@@ -28,6 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from SpineSegDiffLib.model.registry import BUNDLED_DEMO_MODEL  # noqa: E402
+
 
 def case_pairs(seed: int, index: int, model, samples: int, steps: int) -> list[dict]:
     import numpy as np
@@ -68,7 +70,7 @@ def case_pairs(seed: int, index: int, model, samples: int, steps: int) -> list[d
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, default=REPO / "SpineSegDiffLib" / "resources" / "models" / "spinesegdiff-demo.zip")
+    p.add_argument("--model", type=Path, default=BUNDLED_DEMO_MODEL)
     p.add_argument("--seed", type=int, default=3001)
     p.add_argument("--cases", type=int, default=8)
     p.add_argument("--samples", type=int, default=5)

@@ -28,12 +28,14 @@ from PIL import Image, ImageDraw, ImageFont
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from SpineSegDiffLib.model.registry import BUNDLED_DEMO_MODEL  # noqa: E402
+
 from SpineSegDiffLib.core.atomic import atomic_path  # noqa: E402
 from SpineSegDiffLib.core.errors import InputError, SpineSegDiffError  # noqa: E402
 from SpineSegDiffLib.core.labels import BY_KEY  # noqa: E402
 from SpineSegDiffLib.evaluation.preview import PreviewPanel, mid_sagittal, save_preview  # noqa: E402
 
-DEFAULT_MODEL = REPO / "SpineSegDiffLib" / "resources" / "models" / "spinesegdiff-demo.zip"
+DEFAULT_MODEL = BUNDLED_DEMO_MODEL
 DEFAULT_IMAGE = REPO / "SpineSegDiff" / "Resources" / "SampleData" / "spinesegdiff_phantom_t2.nrrd"
 DEFAULT_OUT = REPO / "docs" / "images" / "slicer_overlay.png"
 PANEL_HEIGHT = 480

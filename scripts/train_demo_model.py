@@ -25,6 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from SpineSegDiffLib.model.registry import BUNDLED_DEMO_MODEL  # noqa: E402
+
 import numpy as np  # noqa: E402
 
 
@@ -86,7 +88,8 @@ def split_real(cases):
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=REPO / "SpineSegDiffLib" / "resources" / "models" / "spinesegdiff-demo.zip")
+    p.add_argument("--out", type=Path,
+                   default=BUNDLED_DEMO_MODEL)
     p.add_argument("--work", type=Path, default=REPO / "out" / "demo-training")
     p.add_argument("--phantoms", type=int, default=60, help="phantom patients for training (+ validation)")
     p.add_argument("--test-phantoms", type=int, default=6, help="unseen phantom patients scored at the end")

@@ -31,6 +31,7 @@ REGISTRY_SCHEMA_VERSION = 1
 # the Slicer extension's copy of the engine
 RESOURCES = Path(str(importlib.resources.files("SpineSegDiffLib") / "resources"))
 BUNDLED_REGISTRY = RESOURCES / "Models.json"
+BUNDLED_DEMO_MODEL = RESOURCES / "models" / "spinesegdiff-demo.zip"
 DOWNLOAD_CHUNK = 1 << 20
 DOWNLOAD_TIMEOUT_S = 60
 
