@@ -39,9 +39,9 @@ def superior_axis(direction: tuple[float, ...]) -> int:
     return 2 - sitk_axis
 
 
-def body_box_dice(pred: np.ndarray, body: np.ndarray) -> float:
-    """Dice of ``pred`` vs ``body`` inside the union of each body's box grown by 2 voxels."""
-    labels, n = ndimage.label(body)
+def body_boxes(body: np.ndarray) -> np.ndarray:
+    """The union of each body's (connected component's) bounding box grown by 2 voxels."""
+    labels, _ = ndimage.label(body)
     boxes = np.zeros(body.shape, dtype=bool)
     for box in ndimage.find_objects(labels):
         if box is None:
@@ -49,6 +49,12 @@ def body_box_dice(pred: np.ndarray, body: np.ndarray) -> float:
         grown = tuple(slice(max(s.start - BOX_MARGIN_VOXELS, 0), min(s.stop + BOX_MARGIN_VOXELS, size))
                       for s, size in zip(box, body.shape))
         boxes[grown] = True
+    return boxes
+
+
+def body_box_dice(pred: np.ndarray, body: np.ndarray) -> float:
+    """Dice of ``pred`` vs ``body`` inside the union of each body's box grown by 2 voxels."""
+    boxes = body_boxes(body)
     p, r = pred & boxes, body & boxes
     denom = p.sum() + r.sum()
     return float(2 * (p & r).sum() / denom) if denom else math.nan
