@@ -137,7 +137,7 @@ def main() -> int:
     from SpineSegDiffLib.data.realdata import read_real_folder
     from SpineSegDiffLib.evaluation.metrics import body_only_regions
     from SpineSegDiffLib.grid.geometry import to_model_grid
-    from SpineSegDiffLib.model.metadata import read_metadata
+    from SpineSegDiffLib.inference.model_info import ModelInfo
     from SpineSegDiffLib.model.registry import BUNDLED_DEMO_MODEL
 
     model = args.model or BUNDLED_DEMO_MODEL
@@ -152,7 +152,7 @@ def main() -> int:
     missing = (wanted or set()) - {c.case_id for c in chosen}
     if missing:
         p.error(f"not vertebral-body-only cases of {args.real}: {', '.join(sorted(missing))}")
-    spec = _grid_spec(read_metadata(model))
+    spec = ModelInfo.read(model).grid_spec
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for case in chosen:
@@ -177,12 +177,6 @@ def main() -> int:
     (args.out / f"{stem}.md").write_text(text)
     print(text)
     return 0
-
-
-def _grid_spec(metadata: dict):
-    from SpineSegDiffLib.grid.geometry import GridSpec
-
-    return GridSpec(**metadata["preprocessing"]["grid"])  # as inference/loading.py reads it
 
 
 if __name__ == "__main__":
