@@ -218,6 +218,25 @@ def test_resampled_round_trip_keeps_geometry_and_shapes(name):
         assert np.all(to_boundary[wrong] <= max_shift + 1e-6)
 
 
+def test_round_trip_keeps_what_the_grid_resolves_and_loses_what_it_cannot():
+    image = make_image(SAGITTAL_REAL, (1.0, 1.0, 1.0), (40, 96, 96))
+    truth = sitk.GetArrayFromImage(balls_label(image, [((0, 0, 0), 14)])) == 1
+    before = truth.copy()
+    grid = to_model_grid(image, GridSpec(spacing_mm=3.0, size=32, min_slice_spacing_mm=2.0))
+
+    ball = grid.round_trip(truth)
+    assert ball.shape == truth.shape and ball.dtype == bool
+    assert dice(ball, truth) >= 0.9  # a 28 mm ball survives a 3 mm grid
+    np.testing.assert_array_equal(truth, before)  # the input is untouched
+    # a 1 mm sheet falls between the 3 mm grid's sample points at two positions out of three
+    survived = []
+    for row in (47, 48, 49):
+        sheet = np.zeros_like(truth)
+        sheet[:, row, :] = True
+        survived.append(bool(grid.round_trip(sheet).any()))
+    assert survived.count(True) == 1, survived
+
+
 # ---------------------------------------------------------------- field of view, normalisation
 
 

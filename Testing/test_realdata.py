@@ -12,7 +12,12 @@ import SimpleITK as sitk
 
 from SpineSegDiffLib.core.errors import InputError
 from SpineSegDiffLib.core.labels import BY_KEY
-from SpineSegDiffLib.data.realdata import ENV_VARIABLE, default_real_folder, read_real_folder
+from SpineSegDiffLib.data.realdata import (
+    ENV_VARIABLE,
+    default_real_folder,
+    read_real_folder,
+    split_train_held_out,
+)
 
 
 def csv_rows(folder: Path) -> dict[str, dict[str, str]]:
@@ -46,6 +51,23 @@ def test_every_real_case_loads_with_the_labels_cases_csv_lists(real_data_dir):
         semantic_array = sitk.GetArrayFromImage(semantic)
         assert set(np.unique(semantic_array)) == {0, structure_value}, case.case_id
         np.testing.assert_array_equal(semantic_array > 0, raw > 0)
+
+
+def test_train_held_out_split_is_patient_wise_and_covers_every_set(real_data_dir):
+    cases = read_real_folder(real_data_dir)
+    train, held = split_train_held_out(cases)
+    train_ids, held_ids = [c.case_id for c in train], [c.case_id for c in held]
+    assert not set(train_ids) & set(held_ids)
+    assert sorted(train_ids + held_ids) == sorted(c.case_id for c in cases)
+    for name in {c.set for c in cases}:
+        in_set = [c.case_id for c in cases if c.set == name]
+        # cases.csv order within the set: even positions train, odd ones are held out
+        assert [i for i in train_ids if i in in_set] == in_set[0::2]
+        assert [i for i in held_ids if i in in_set] == in_set[1::2]
+        assert in_set[1::2], f"set {name} has no held-out case"
+    # another key: all cases in one group alternate
+    train_one, held_one = split_train_held_out(cases, set_of=lambda case: "all")
+    assert [c.case_id for c in held_one] == [c.case_id for c in cases][1::2]
 
 
 def _one_case_folder(source: Path, target: Path, case_id: str) -> None:

@@ -37,25 +37,10 @@ BANDS_MM = ((0.0, 1.0), (1.0, 2.0), (2.0, 3.0), (3.0, 5.0), (5.0, float("inf")))
 _VERTEBRA, _DISC = 2, 3
 
 
-def trained_on(cases) -> dict[str, bool]:
-    """Case id -> whether the demo model trained on it (even position within its set)."""
-    position: dict[str, int] = {}
-    out = {}
-    for case in cases:
-        i = position.get(case.set, 0)
-        out[case.case_id] = i % 2 == 0
-        position[case.set] = i + 1
-    return out
-
-
-def grid_ceiling(image, body: np.ndarray, grid, gaps: np.ndarray) -> dict:
-    import SimpleITK as sitk
-
+def grid_ceiling(body: np.ndarray, grid, gaps: np.ndarray) -> dict:
     from SpineSegDiffLib.evaluation.partial_label_scores import body_box_dice
 
-    as_image = sitk.GetImageFromArray(body.astype(np.float32))
-    as_image.CopyInformation(image)
-    back = sitk.GetArrayFromImage(grid.to_input_geometry(grid.image_to_grid(as_image), "linear")) >= 0.5
+    back = grid.round_trip(body)
     return {"body_box_dice": round(body_box_dice(back, body), 4),
             "disc_spaces_called_vertebra": round(float((back & gaps).sum() / gaps.sum()), 4)}
 
@@ -134,7 +119,7 @@ def main() -> int:
 
     import SimpleITK as sitk
 
-    from SpineSegDiffLib.data.realdata import read_real_folder
+    from SpineSegDiffLib.data.realdata import read_real_folder, split_train_held_out
     from SpineSegDiffLib.evaluation.metrics import body_only_regions
     from SpineSegDiffLib.grid.geometry import to_model_grid
     from SpineSegDiffLib.inference.model_info import ModelInfo
@@ -146,7 +131,7 @@ def main() -> int:
     if not (args.real / "cases.csv").is_file():
         p.error(f"no real-data folder with cases.csv at {args.real} (--real)")
     cases = read_real_folder(args.real)
-    train = trained_on(cases)
+    train = {case.case_id for case in split_train_held_out(cases)[0]}
     wanted = None if args.cases == "all" else set(args.cases.split(","))
     chosen = [c for c in cases if c.body_only and (wanted is None or c.case_id in wanted)]
     missing = (wanted or set()) - {c.case_id for c in chosen}
@@ -163,8 +148,8 @@ def main() -> int:
             out = Path(tmp) / f"{case.case_id}.nii.gz"
             seconds = segment(case.image_path, model, args.samples, args.steps, out)
             labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
-            row = {"case": case.case_id, "set": case.set, "trained_on": train[case.case_id],
-                   "ceiling": grid_ceiling(image, body, grid, gaps),
+            row = {"case": case.case_id, "set": case.set, "trained_on": case.case_id in train,
+                   "ceiling": grid_ceiling(body, grid, gaps),
                    "model": model_scores(labels, body, gaps, tuple(image.GetSpacing()[::-1])),
                    "seconds": round(seconds, 1)}
             rows.append(row)

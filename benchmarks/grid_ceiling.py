@@ -33,8 +33,6 @@ import numpy as np  # noqa: E402
 def round_trip_dice(image, reference: np.ndarray, annotated: list[str], spacing_mm: float,
                     body_only: bool) -> tuple[dict, int]:
     """Dice per annotated structure of the reference after grid and back; pixels per slice."""
-    import SimpleITK as sitk
-
     from SpineSegDiffLib.core.labels import BY_KEY
     from SpineSegDiffLib.evaluation import partial_label_scores as pls
     from SpineSegDiffLib.evaluation.metrics import dice
@@ -47,10 +45,7 @@ def round_trip_dice(image, reference: np.ndarray, annotated: list[str], spacing_
     spacing_zyx = tuple(image.GetSpacing()[::-1])
     for key in annotated:
         ref = reference == BY_KEY[key].value
-        as_image = sitk.GetImageFromArray(ref.astype(np.float32))
-        as_image.CopyInformation(image)
-        on_grid = grid.image_to_grid(as_image)
-        back = sitk.GetArrayFromImage(grid.to_input_geometry(on_grid, "linear")) >= 0.5
+        back = grid.round_trip(ref)
         entry = {"dice": round(float(dice(back, ref)), 4)}
         if key == "discs" and "vertebrae" not in annotated:
             band = pls.reference_band(ref, si_axis, spacing_zyx)

@@ -42,10 +42,9 @@ COMPARED = {"IVD": ("disc_height_anterior_mm", "disc_height_middle_mm", "disc_he
 
 
 def held_out(cases):
-    by_set: dict[str, list] = {}
-    for c in cases:
-        by_set.setdefault(c.set, []).append(c)
-    return [c for items in by_set.values() for i, c in enumerate(items) if i % 2 == 1]
+    from SpineSegDiffLib.data.realdata import split_train_held_out
+
+    return split_train_held_out(cases)[1]
 
 
 def expected_value(case_set: str, manual: int) -> int | None:

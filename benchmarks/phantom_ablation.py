@@ -91,7 +91,7 @@ def score(model_path: Path, samples: int, steps: int, real_dir: Path, device: st
           limit: int | None = None) -> list[dict]:
     import SimpleITK as sitk
 
-    from SpineSegDiffLib.data.realdata import read_real_folder
+    from SpineSegDiffLib.data.realdata import read_real_folder, split_train_held_out
     from SpineSegDiffLib.evaluation.metrics import score_result
     from SpineSegDiffLib.inference.loading import load_model
     from SpineSegDiffLib.inference.pipeline import segment_image
@@ -99,13 +99,10 @@ def score(model_path: Path, samples: int, steps: int, real_dir: Path, device: st
 
     model = load_model(model_path, device)
     settings = SegmentSettings(samples=samples, steps=steps)
-    by_set: dict[str, int] = {}
     scored = []
-    for case in read_real_folder(real_dir):
-        position = by_set.get(case.set, 0)
-        by_set[case.set] = position + 1
-        if position % 2 == 0 or (limit is not None and len(scored) >= limit):
-            continue  # even positions trained the demo model
+    for case in split_train_held_out(read_real_folder(real_dir))[1]:  # the demo model never trained on these
+        if limit is not None and len(scored) >= limit:
+            break
         image, semantic = case.load()
         ref = sitk.GetArrayFromImage(semantic)
         ann = np.array([k in case.annotated for k in ("spinal_canal", "vertebrae", "discs")])

@@ -88,14 +88,13 @@ def cases_to_score(args):
         yield f"phantom1001_{i}_t2", "phantom", c.images["t2"], spider_to_semantic(
             sitk.GetArrayFromImage(c.mask)), np.ones(3, bool), False
     if args.real_cases and (args.real / "cases.csv").is_file():
-        from SpineSegDiffLib.data.realdata import read_real_folder
+        from SpineSegDiffLib.data.realdata import read_real_folder, split_train_held_out
 
         by_set: dict[str, list] = {}
-        for case in read_real_folder(args.real):
+        for case in split_train_held_out(read_real_folder(args.real))[1]:  # never trained on
             by_set.setdefault(case.set, []).append(case)
-        for name, items in by_set.items():
-            held = items[1::2][: args.real_cases]  # odd positions: never trained on
-            for case in held:
+        for name, held in by_set.items():
+            for case in held[: args.real_cases]:
                 image, semantic = case.load()
                 ann = np.array([k in case.annotated for k in ("spinal_canal", "vertebrae", "discs")])
                 yield case.case_id, f"real:{name}", image, sitk.GetArrayFromImage(semantic), ann, case.body_only

@@ -76,14 +76,10 @@ def make_phantoms(seed: int, count: int, spec, workers: int, generator: str = "n
 
 
 def split_real(cases):
-    by_set: dict[str, list] = {}
-    for c in cases:
-        by_set.setdefault(c.source, []).append(c)
-    train, held = [], []
-    for items in by_set.values():
-        for i, c in enumerate(items):
-            (train if i % 2 == 0 else held).append(c)
-    return train, held
+    """(training, held out) of grid cases, split as ``realdata.split_train_held_out``."""
+    from SpineSegDiffLib.data.realdata import split_train_held_out
+
+    return split_train_held_out(cases, set_of=lambda case: case.source)
 
 
 def main() -> int:

@@ -13,6 +13,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import SimpleITK as sitk
@@ -29,6 +30,8 @@ _ANNOTATION_KINDS: dict[str, tuple[str, bool]] = {
     "disc": ("discs", False),
 }
 _REQUIRED_COLUMNS = ("case", "set", "sequence", "annotated", "labels")
+
+CaseT = TypeVar("CaseT")
 
 
 class RealDataWarning(UserWarning):
@@ -133,3 +136,19 @@ def read_real_folder(folder: str | Path | None = None) -> list[RealCase]:
     if not cases:
         raise InputError(f"{csv_path} lists no cases")
     return cases
+
+
+def split_train_held_out(cases: Sequence[CaseT], set_of: Callable[[CaseT], str] = lambda case: case.set
+                         ) -> tuple[list[CaseT], list[CaseT]]:
+    """(trained on, held out): the patient-wise split of the real cases the demo model uses.
+
+    Within each set, in ``cases.csv`` order, even positions train and odd positions are held
+    out for the report, so every set is on both sides. Both lists are grouped by set, in the
+    order the sets first appear. ``set_of`` names a case's set (``.set`` by default).
+    """
+    by_set: dict[str, list[CaseT]] = {}
+    for case in cases:
+        by_set.setdefault(set_of(case), []).append(case)
+    train = [case for items in by_set.values() for case in items[0::2]]
+    held = [case for items in by_set.values() for case in items[1::2]]
+    return train, held

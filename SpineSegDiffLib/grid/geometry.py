@@ -108,6 +108,19 @@ class ModelGrid:
         moved = _resample(sitk.Cast(other_image, sitk.sitkFloat32), self._reference, sitk.sitkLinear, 0.0)
         return sitk.GetArrayFromImage(moved)
 
+    def round_trip(self, mask: np.ndarray) -> np.ndarray:
+        """A boolean mask on the input's voxels taken onto the grid and back (linear, >= 0.5).
+
+        The best any model working on this grid can reach: what ``mask`` loses here, no
+        network output mapped back the same way can recover (benchmarks/grid_ceiling.py).
+        """
+        as_image = sitk.GetImageFromArray(np.asarray(mask, dtype=np.float32))
+        g = self.input_geometry
+        as_image.SetOrigin(g["origin"])
+        as_image.SetSpacing(g["spacing"])
+        as_image.SetDirection(g["direction"])
+        return sitk.GetArrayFromImage(self.to_input_geometry(self.image_to_grid(as_image), "linear")) >= 0.5
+
     def to_input_geometry(self, array: np.ndarray, interpolation: Interpolation = "nearest",
                           default_value: float = 0) -> sitk.Image:
         """Map a grid array back onto the input's exact origin, spacing, direction and size.
