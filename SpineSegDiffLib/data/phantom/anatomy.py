@@ -98,8 +98,10 @@ def draw_anatomy(seed: int, index: int) -> Anatomy:
         paint_ribs(grid, seg, rim_px)
     for disc in discs:
         paint_disc(grid, disc, rng)
+    above = {id(disc.lower): disc.value for disc in discs}  # a body's upper endplate faces this disc
+    below = {id(disc.upper): disc.value for disc in discs}
     for seg in segments:
-        paint_body(grid, seg, seg.value)
+        paint_body(grid, seg, seg.value, above.get(id(seg)), below.get(id(seg)))
     _mark_partial_vertebrae(grid, segments)
 
     l_mid = shift[np.searchsorted(s, by_name["L3"].centre[0]).clip(0, rows - 1)] + midline
