@@ -12,7 +12,9 @@ the region of the "disc spaces called vertebra" measure) and
 * the model (`spinesegdiff segment`, S samples x K steps, a real subprocess): body recall, box
   Dice, the share of its false positives inside the boxes that lie within 3 mm of a body,
   disc spaces called vertebra / disc, and the disc-space voxels called vertebra by their
-  distance from the nearest labelled body (0-1, 1-2, 2-3, 3-5, > 5 mm).
+  distance from the nearest labelled body (0-1, 1-2, 2-3, 3-5, > 5 mm);
+* the same on the model grid, where the network works: the grid's own disc spaces (the regions
+  the training targets use) called vertebra at its pixel centres, by pixels from a body.
 
 Each case says whether the demo model trained on it (even positions of each set in cases.csv,
 as `scripts/train_demo_model.py` splits them) or not. Results: results/disc_space_errors-<tag>.{json,md}.
@@ -69,6 +71,28 @@ def model_scores(labels: np.ndarray, body: np.ndarray, gaps: np.ndarray, spacing
             "disc_space_vertebra_by_distance": by_band}
 
 
+def grid_level_scores(grid, semantic, output) -> dict:
+    """The model grid's own disc spaces (the training targets' regions) called vertebra.
+
+    The output is sampled at the grid's pixel centres (nearest voxel); the distance is in grid
+    pixels from the nearest body pixel of the same sagittal slice."""
+    from scipy import ndimage
+
+    from SpineSegDiffLib.data.body_only import volume_regions
+
+    body = grid.labels_to_grid(semantic) == _VERTEBRA
+    pixel_mm = grid.grid_image.GetSpacing()[0]
+    gaps = volume_regions(body, (pixel_mm, pixel_mm))[0]
+    vertebra = grid.labels_to_grid(output) == _VERTEBRA
+    distance = np.stack([ndimage.distance_transform_edt(~b) if b.any() else np.full(b.shape, np.inf) for b in body])
+    by_pixels = {}
+    for name, near in (("1 px", distance <= 1), ("2 px", (distance > 1) & (distance <= 2)), ("> 2 px", distance > 2)):
+        band = gaps & near
+        by_pixels[name] = round(float(vertebra[band].mean()), 4) if band.any() else None
+    return {"pixel_mm": round(pixel_mm, 3), "disc_spaces_called_vertebra": round(float(vertebra[gaps].mean()), 4),
+            "by_pixels_from_a_body": by_pixels}
+
+
 def segment(image_path: Path, model: Path, samples: int, steps: int, out: Path) -> float:
     import time
 
@@ -88,8 +112,8 @@ def markdown(rows: list[dict], model: str, samples: int, steps: int) -> str:
     lines = [f"# Disc spaces called vertebra ({model}, S={samples}, K={steps})", "",
              "| case | trained on | grid ceiling: box Dice; disc spaces called vertebra | model: recall; box Dice; "
              "box false positives within 3 mm | called vertebra / disc | called vertebra at "
-             + " / ".join(bands) + " from a body |",
-             "|---|---|---|---|---|---|"]
+             + " / ".join(bands) + " from a body | on the grid: pixel mm; called vertebra; at 1 / 2 / > 2 px |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         c, m = r["ceiling"], r["model"]
         by = " / ".join(f"{m['disc_space_vertebra_by_distance'][b]['called_vertebra']:.3f}"
@@ -98,12 +122,19 @@ def markdown(rows: list[dict], model: str, samples: int, steps: int) -> str:
         lines.append(f"| {r['case']} | {'yes' if r['trained_on'] else 'no'} | {c['body_box_dice']:.3f}; "
                      f"{c['disc_spaces_called_vertebra']:.3f} | {m['body_recall']:.3f}; {m['body_box_dice']:.3f}; "
                      f"{_fmt(m['box_false_positives_within_3mm'])} | {m['disc_spaces_called_vertebra']:.3f} / "
-                     f"{m['disc_spaces_called_disc']:.3f} | {by} |")
+                     f"{m['disc_spaces_called_disc']:.3f} | {by} | {_grid_cell(r.get('grid_level'))} |")
     return "\n".join(lines) + "\n"
 
 
-def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
+def _grid_cell(g: dict | None) -> str:
+    if g is None:
+        return "–"
+    near = " / ".join(_fmt(v, 3) for v in g["by_pixels_from_a_body"].values())
+    return f"{g['pixel_mm']:.2f}; {g['disc_spaces_called_vertebra']:.3f}; {near}"
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def main() -> int:
@@ -151,6 +182,7 @@ def main() -> int:
             row = {"case": case.case_id, "set": case.set, "trained_on": case.case_id in train,
                    "ceiling": grid_ceiling(body, grid, gaps),
                    "model": model_scores(labels, body, gaps, tuple(image.GetSpacing()[::-1])),
+                   "grid_level": grid_level_scores(grid, semantic, sitk.ReadImage(str(out))),
                    "seconds": round(seconds, 1)}
             rows.append(row)
             print(json.dumps(row), flush=True)
