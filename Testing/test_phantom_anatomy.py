@@ -8,6 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from SpineSegDiffLib.data.phantom import CONTRASTS, VERTEBRA_VALUES, generate_case
+from SpineSegDiffLib.data.phantom import bones
 from SpineSegDiffLib.data.phantom.anatomy import SUBSLICES, draw_anatomy
 from SpineSegDiffLib.data.phantom.contrast import draw_contrast
 from SpineSegDiffLib.data.phantom.tissues import (CSF, FASCIA, FAT, FATTY_MUSCLE, JOINT_FLUID, LIGAMENT, MULTIFIDUS,
@@ -87,6 +88,24 @@ def test_facet_joints_and_canal_contents(anatomy):
     flavum = grid.tissue == LIGAMENT
     assert flavum.sum() > 100
     assert (grid.label[grid.tissue == CSF] == 100).all()
+
+
+def test_endplate_label_inset_moves_only_endplate_voxels_to_the_disc_they_face(anatomy, monkeypatch):
+    monkeypatch.setattr(bones, "ENDPLATE_LABEL_INSET_MM", 1.3)
+    inset = draw_anatomy(SEED, 0)
+    np.testing.assert_array_equal(inset.grid.tissue, anatomy.grid.tissue)  # the image is the same
+    changed = inset.grid.label != anatomy.grid.label
+    assert changed.any()
+    faces = {(disc.value, seg.value) for disc in anatomy.discs for seg in (disc.upper, disc.lower)}
+    pairs = set(zip(inset.grid.label[changed].tolist(), (anatomy.grid.label[changed] % 100).tolist()))
+    assert pairs <= faces, pairs - faces  # vertebra -> the disc that body faces, nothing else
+    # about 1.3 mm at each of L3's endplates, in the column through its centre
+    seg = next(s for s in anatomy.segments if s.name == "L3")
+    rows = np.abs(anatomy.grid.s - seg.centre[0]) <= seg.height / 2 + 4
+    col = int(np.argmin(np.abs(anatomy.grid.p - seg.centre[1])))
+    moved_mm = changed[rows, col, :].sum(axis=0).max() * float(anatomy.grid.s[1] - anatomy.grid.s[0])
+    assert 2 * 1.3 - 1.5 <= moved_mm <= 2 * 1.3 + 1.5, moved_mm
+    assert generate_case(SEED, 0, ("t2",)).metadata["endplate_label_inset_mm"] == 1.3
 
 
 def test_random_contrasts_differ_between_cases_and_repeat_for_a_seed():

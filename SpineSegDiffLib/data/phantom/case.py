@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from SpineSegDiffLib.core.errors import InputError
 from SpineSegDiffLib.data.phantom.anatomy import SUBSLICES, draw_anatomy
-from SpineSegDiffLib.data.phantom.bones import ENDPLATE_LABEL_INSET_MM
+from SpineSegDiffLib.data.phantom import bones
 from SpineSegDiffLib.data.phantom.contrast import CONTRASTS, SEQUENCES
 from SpineSegDiffLib.data.phantom.grid import smooth_noise
 from SpineSegDiffLib.data.phantom.rendering import render, to_image
@@ -81,6 +81,6 @@ def generate_case(seed: int, index: int, sequences: Sequence[str] = SEQUENCES) -
         # the bodies' endplates dip this far into the body at its centre (discs fill it; bones.py)
         "endplate_concavity_mm": 0.8,
         # the endplate layer this thick facing a disc is labelled disc, not vertebra (bones.py)
-        "endplate_label_inset_mm": ENDPLATE_LABEL_INSET_MM,
+        "endplate_label_inset_mm": bones.ENDPLATE_LABEL_INSET_MM,
     }
     return PhantomCase(str(index + 1), images, mask, metadata)
