@@ -71,25 +71,22 @@ def model_scores(labels: np.ndarray, body: np.ndarray, gaps: np.ndarray, spacing
             "disc_space_vertebra_by_distance": by_band}
 
 
-def grid_level_scores(grid, semantic, output) -> dict:
+def grid_level_scores(body: np.ndarray, gaps: np.ndarray, grid, output) -> dict:
     """The model grid's own disc spaces (the training targets' regions) called vertebra.
 
-    The output is sampled at the grid's pixel centres (nearest voxel); the distance is in grid
-    pixels from the nearest body pixel of the same sagittal slice."""
+    ``body``, ``gaps``: from ``metrics.body_only_grid_regions``. The output is sampled at the
+    grid's pixel centres (nearest voxel); the distance is in grid pixels from the nearest body
+    pixel of the same sagittal slice."""
     from scipy import ndimage
 
-    from SpineSegDiffLib.data.body_only import volume_regions
-
-    body = grid.labels_to_grid(semantic) == _VERTEBRA
-    pixel_mm = grid.grid_image.GetSpacing()[0]
-    gaps = volume_regions(body, (pixel_mm, pixel_mm))[0]
     vertebra = grid.labels_to_grid(output) == _VERTEBRA
     distance = np.stack([ndimage.distance_transform_edt(~b) if b.any() else np.full(b.shape, np.inf) for b in body])
     by_pixels = {}
     for name, near in (("1 px", distance <= 1), ("2 px", (distance > 1) & (distance <= 2)), ("> 2 px", distance > 2)):
         band = gaps & near
         by_pixels[name] = round(float(vertebra[band].mean()), 4) if band.any() else None
-    return {"pixel_mm": round(pixel_mm, 3), "disc_spaces_called_vertebra": round(float(vertebra[gaps].mean()), 4),
+    return {"pixel_mm": round(grid.grid_image.GetSpacing()[0], 3),
+            "disc_spaces_called_vertebra": round(float(vertebra[gaps].mean()), 4),
             "by_pixels_from_a_body": by_pixels}
 
 
@@ -151,7 +148,7 @@ def main() -> int:
     import SimpleITK as sitk
 
     from SpineSegDiffLib.data.realdata import read_real_folder, split_train_held_out
-    from SpineSegDiffLib.evaluation.metrics import body_only_regions
+    from SpineSegDiffLib.evaluation.metrics import body_only_grid_regions, body_only_regions
     from SpineSegDiffLib.grid.geometry import to_model_grid
     from SpineSegDiffLib.inference.model_info import ModelInfo
     from SpineSegDiffLib.model.registry import BUNDLED_DEMO_MODEL
@@ -175,14 +172,17 @@ def main() -> int:
             image, semantic = case.load()
             body = sitk.GetArrayFromImage(semantic) == _VERTEBRA
             grid = to_model_grid(image, spec)
-            gaps = body_only_regions(grid, np.where(body, _VERTEBRA, 0))[0]
+            reference = np.where(body, _VERTEBRA, 0)
+            on_grid = body_only_grid_regions(grid, reference)
+            gaps = body_only_regions(grid, reference, on_grid)[0]
             out = Path(tmp) / f"{case.case_id}.nii.gz"
             seconds = segment(case.image_path, model, args.samples, args.steps, out)
-            labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
+            output = sitk.ReadImage(str(out))
+            labels = sitk.GetArrayFromImage(output)
             row = {"case": case.case_id, "set": case.set, "trained_on": case.case_id in train,
                    "ceiling": grid_ceiling(body, grid, gaps),
                    "model": model_scores(labels, body, gaps, tuple(image.GetSpacing()[::-1])),
-                   "grid_level": grid_level_scores(grid, semantic, sitk.ReadImage(str(out))),
+                   "grid_level": grid_level_scores(on_grid[0], on_grid[1], grid, output),
                    "seconds": round(seconds, 1)}
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -88,27 +88,33 @@ def score_result(result, reference: np.ndarray, annotated: np.ndarray, body_only
                       result.summary, regions, result.labelmap.GetDirection())
 
 
-def body_only_regions(grid, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Disc spaces, prevertebral region and the region beyond the posterior elements /
-    beside the bodies (``body_only.beyond_posterior_elements``) of a body-only reference,
-    on the input grid.
+def body_only_grid_regions(grid, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The labelled bodies of a body-only reference (labelmap on the input grid) and the
+    regions ``body_only_regions`` maps back (disc spaces, prevertebral region, beyond the
+    posterior elements), all bool (n_slices, size, size) on the model grid.
 
     Found slice by slice on the model grid, where rows and columns have a known
     anatomical direction whatever the input's orientation (see ``body_only``).
     """
-    import SimpleITK as sitk
-
     from SpineSegDiffLib.data.body_only import beyond_posterior_elements, volume_regions
 
-    g = grid.input_geometry
-    body = sitk.GetImageFromArray((reference == _VERTEBRA).astype(np.uint8))
-    body.SetOrigin(g["origin"])
-    body.SetSpacing(g["spacing"])
-    body.SetDirection(g["direction"])
     col_mm, row_mm, slice_mm = grid.grid_image.GetSpacing()  # grid axes: x cols, y rows, z slices
-    on_grid = grid.labels_to_grid(body) > 0
+    on_grid = grid.labels_to_grid(grid.input_image((reference == _VERTEBRA).astype(np.uint8))) > 0
     gaps, front = volume_regions(on_grid, (row_mm, col_mm))
     beyond = beyond_posterior_elements(on_grid, (slice_mm, row_mm, col_mm))
+    return on_grid, gaps, front, beyond
+
+
+def body_only_regions(grid, reference: np.ndarray, on_grid: tuple | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Disc spaces, prevertebral region and the region beyond the posterior elements /
+    beside the bodies (``body_only.beyond_posterior_elements``) of a body-only reference,
+    on the input grid. ``on_grid``: this reference's ``body_only_grid_regions``, when the
+    caller has them already.
+    """
+    import SimpleITK as sitk
+
+    _, gaps, front, beyond = on_grid if on_grid is not None else body_only_grid_regions(grid, reference)
     back = [sitk.GetArrayFromImage(grid.to_input_geometry(r.astype(np.uint8), "nearest")) > 0
             for r in (gaps, front, beyond)]
     return tuple(b & (reference == 0) for b in back)

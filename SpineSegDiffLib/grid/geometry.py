@@ -108,18 +108,23 @@ class ModelGrid:
         moved = _resample(sitk.Cast(other_image, sitk.sitkFloat32), self._reference, sitk.sitkLinear, 0.0)
         return sitk.GetArrayFromImage(moved)
 
+    def input_image(self, array: np.ndarray) -> sitk.Image:
+        """An array in the input's voxel order (z, y, x) as an image on the input's geometry."""
+        image = sitk.GetImageFromArray(array)
+        g = self.input_geometry
+        image.SetOrigin(g["origin"])
+        image.SetSpacing(g["spacing"])
+        image.SetDirection(g["direction"])
+        return image
+
     def round_trip(self, mask: np.ndarray) -> np.ndarray:
         """A boolean mask on the input's voxels taken onto the grid and back (linear, >= 0.5).
 
         The best any model working on this grid can reach: what ``mask`` loses here, no
         network output mapped back the same way can recover (benchmarks/grid_ceiling.py).
         """
-        as_image = sitk.GetImageFromArray(np.asarray(mask, dtype=np.float32))
-        g = self.input_geometry
-        as_image.SetOrigin(g["origin"])
-        as_image.SetSpacing(g["spacing"])
-        as_image.SetDirection(g["direction"])
-        return sitk.GetArrayFromImage(self.to_input_geometry(self.image_to_grid(as_image), "linear")) >= 0.5
+        on_grid = self.image_to_grid(self.input_image(np.asarray(mask, dtype=np.float32)))
+        return sitk.GetArrayFromImage(self.to_input_geometry(on_grid, "linear")) >= 0.5
 
     def to_input_geometry(self, array: np.ndarray, interpolation: Interpolation = "nearest",
                           default_value: float = 0) -> sitk.Image:
