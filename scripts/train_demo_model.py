@@ -128,6 +128,8 @@ def main() -> int:
     p.add_argument("--vertebra-size-prior", type=float, default=0.0,
                    help="vertebra size prior on the real body-only cases (training/size_prior.py); 0 = off")
     p.add_argument("--size-prior-weight", type=float, default=0.3)
+    p.add_argument("--boundary-weight", type=int, default=1,
+                   help="loss weight of the pixels on either side of a label border (training/boundary.py); 1 = off")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--eval-samples", type=int, default=5)
     p.add_argument("--eval-steps", type=int, default=10)
@@ -147,7 +149,8 @@ def main() -> int:
                       batch_size=args.batch_size, lr=args.lr, max_minutes=args.minutes, seed=args.seed,
                       val_every=max(1, args.epochs // 20), model_id="spinesegdiff-demo",
                       model_version=args.model_version, val_fraction=0.1,
-                      vertebra_size_prior=args.vertebra_size_prior, size_prior_weight=args.size_prior_weight)
+                      vertebra_size_prior=args.vertebra_size_prior, size_prior_weight=args.size_prior_weight,
+                      boundary_weight=args.boundary_weight)
     try:
         spec = cfg.grid_spec()
     except ValueError as error:

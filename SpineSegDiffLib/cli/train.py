@@ -23,6 +23,8 @@ _HELP = {
                            "span beyond this many times the case's mean body area per slice, where "
                            "the labels leave it open (posterior elements vs. muscle); 0 = off ",
     "size_prior_weight": "weight of that penalty in the loss ",
+    "boundary_weight": "loss weight of the pixels on either side of a label border, a whole number "
+                       "(1 = every pixel counts the same) ",
 }
 
 

@@ -45,6 +45,9 @@ class TrainConfig:
     # case's mean body area per slice (0 = off); and the penalty's weight in the loss
     vertebra_size_prior: float = 0.0
     size_prior_weight: float = 0.3
+    # loss weight of the training pixels on a label border (1 = off; whole numbers, as the
+    # weights are stored as uint8): the one-pixel boundary error of issue 11 (training/boundary.py)
+    boundary_weight: int = 1
     model_id: str = "spinesegdiff-custom"
     model_version: str = "0.1.0"
 
@@ -109,6 +112,8 @@ def config_from_values(values: dict[str, Any], source: str = "the options") -> T
             raise InputError(f"{source}: {_option(name)} must be between 0 and 1, got {value}")
         if name in ("vertebra_size_prior", "size_prior_weight") and value < 0:
             raise InputError(f"{source}: {_option(name)} must be 0 (off) or more, got {value}")
+        if name == "boundary_weight" and not 1 <= value <= 255:
+            raise InputError(f"{source}: {_option(name)} must be a whole number from 1 (off) to 255, got {value}")
         if name in ("grid_spacing_mm", "min_slice_spacing_mm", "lr") and not value > 0:
             raise InputError(f"{source}: {_option(name)} must be positive, got {value}")
     cfg = TrainConfig(**values)

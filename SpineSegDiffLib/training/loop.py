@@ -295,7 +295,9 @@ def _train(cases: list[GridCase], cfg: TrainConfig, out_dir: Path, device: str, 
 
     train_cases, val_cases = patient_split(cases, cfg.val_fraction, cfg.seed)
     spacing = float(cfg.grid_spacing_mm)
-    train_set = SliceSet.from_cases(train_cases, cfg.image_channels, spacing, cfg.vertebra_size_prior)
+    # the border emphasis is a training device only: validation scores every pixel once
+    train_set = SliceSet.from_cases(train_cases, cfg.image_channels, spacing, cfg.vertebra_size_prior,
+                                    cfg.boundary_weight)
     val_set = SliceSet.from_cases(val_cases, cfg.image_channels, spacing) if val_cases else None
     run = _build_run(cfg, dist_info, dev, train_set, init_state, log)
 

@@ -29,7 +29,7 @@ class SliceSet:
 
     @classmethod
     def from_cases(cls, cases: list[GridCase], channels: int, spacing_mm: float,
-                   size_prior_ratio: float = 0.0) -> "SliceSet":
+                   size_prior_ratio: float = 0.0, boundary_weight: int = 1) -> "SliceSet":
         if not cases:
             raise InputError("no training cases: check the data folders")
         inputs = np.concatenate([context_stack(c.slices, channels) for c in cases])
@@ -39,6 +39,10 @@ class SliceSet:
         beyond = np.concatenate([_beyond_posterior_elements(c, spacing_mm) for c in cases])
         labels, weights = partial_label_targets(labels, annotated, body_only, spacing_mm, beyond)
         weights = weights.astype(np.uint8)
+        if boundary_weight > 1:
+            from SpineSegDiffLib.training.boundary import emphasise_borders
+
+            weights = emphasise_borders(labels, weights, boundary_weight)
         budget = band = None
         if size_prior_ratio > 0:
             from SpineSegDiffLib.training.size_prior import slice_budgets
