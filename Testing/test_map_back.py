@@ -87,3 +87,57 @@ def test_entropy_table_equals_the_entropy_of_the_mean(samples):
     assert np.array_equal(levels.entropy_of_mean(stats), levels.binary_entropy(stats.mean_probability).max(axis=0))
     full = levels.statistics_of_levels(drawn)
     assert np.array_equal(full.mean_probability, stats.mean_probability)
+
+
+def _grid_values(orientation: str):
+    image = _image(ORIENTATIONS[orientation], (0.9, 1.1, 3.3), (23, 41, 17))
+    grid = to_model_grid(image, GridSpec(spacing_mm=1.5, size=32, min_slice_spacing_mm=2.0), intensities=False)
+    values = np.zeros((3, *grid.shape), np.float32)
+    values[:, :, 4:22, 6:25] = np.random.default_rng(3).random((3, grid.shape[0], 18, 19))
+    return values, axis_maps(grid), tuple(reversed(image.GetSize()))
+
+
+@pytest.mark.parametrize("orientation", sorted(ORIENTATIONS))
+def test_outer_axis_by_gather_or_by_loop_gives_the_same_bits(orientation, monkeypatch):
+    from SpineSegDiffLib.grid import map_back
+
+    values, maps, shape = _grid_values(orientation)
+    monkeypatch.setattr(map_back, "_GATHER_PLANE", 0)  # every plane looped
+    looped = linear_to_input(values, maps, shape)
+    monkeypatch.setattr(map_back, "_GATHER_PLANE", 10**9)  # every plane gathered
+    assert np.array_equal(linear_to_input(values, maps, shape), looped)
+
+
+@pytest.mark.parametrize("orientation", sorted(ORIENTATIONS))
+def test_slabs_narrowed_to_a_support_cover_every_voxel_that_reads_it(orientation):
+    from SpineSegDiffLib.grid.map_back import slabs_in_box
+
+    values, maps, shape = _grid_values(orientation)
+    support = np.zeros(values.shape[1:], bool)
+    support[1:3, 8:11, 10:12] = True  # a small piece of the grid
+    support[-2:, 15:17, 20:24] = True  # and another, elsewhere
+    inside = np.where(support, values, 0.0).astype(np.float32)
+    whole = linear_to_input(inside, maps, shape)
+    assembled = np.zeros_like(whole)
+    covered = np.zeros(shape, bool)
+    everything = tuple(slice(0, n) for n in shape)
+    for box, part in slabs_in_box(values, maps, everything, planes=4, support=support):
+        assert np.array_equal(part, linear_to_input(values, maps, shape)[(slice(None), *box)])  # the same bits
+        assembled[(slice(None), *box)] = linear_to_input(inside, maps, shape)[(slice(None), *box)]
+        covered[box] = True
+    assert np.array_equal(assembled, whole)  # nothing that reads the support is left out
+    assert 0 < covered.mean() < 0.5  # and most of the volume is skipped
+
+
+def test_slabs_keep_the_asked_crops_for_the_next_crop_only():
+    values, maps, shape = _grid_values("sagittal")
+    lazy = LinearMap.of(values, maps, shape)
+    full = linear_to_input(values, maps, shape)
+    corner = tuple(slice(n // 3, n) for n in shape)
+    middle = tuple(slice(n // 4, n // 2 + 1) for n in shape)
+    for _ in lazy.slabs(keep={0: corner, 2: middle}):
+        pass
+    kept = lazy.crop(corner, 0)
+    assert np.array_equal(kept, full[0][corner]) and np.array_equal(lazy.crop(middle, 2), full[2][middle])
+    again = lazy.crop(corner, 0)  # computed afresh: the kept copy is handed out once
+    assert again is not kept and np.array_equal(again, kept)

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import SimpleITK as sitk
 
 from SpineSegDiffLib.core.errors import SpineSegDiffError
 from SpineSegDiffLib.inference.cached_run import segment_from_cache
@@ -99,7 +98,7 @@ def start_cached_step(scene, segmentations_logic, volume_node, *, model: str, sa
         return None
     if result is None:
         return None
-    if not sitk.GetArrayViewFromImage(result.labelmap).any():
+    if not result.labels.any():
         result.summary.setdefault("notes", []).append(
             f"{volume_node.GetName()}: no structure was found (empty segmentation)")
 
@@ -107,8 +106,7 @@ def start_cached_step(scene, segmentations_logic, volume_node, *, model: str, sa
         done = Result(returncode=0, cancelled=False, message="", summary_path=None)
         try:
             imported = import_result_arrays(scene, segmentations_logic, volume_node,
-                                            sitk.GetArrayViewFromImage(result.labelmap),
-                                            sitk.GetArrayViewFromImage(result.uncertainty), result.summary,
+                                            result.labels, result.combined_uncertainty, result.summary,
                                             segmentation_node=segmentation_node)
             if on_imported is not None:
                 on_imported(imported)

@@ -14,7 +14,7 @@ they equal ITK's up to float rounding (``Testing/test_map_back.py``: below 1e-6)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
@@ -112,13 +112,16 @@ def linear_in_box(array: np.ndarray, maps: list[AxisMap], box: Box) -> np.ndarra
 _SLAB_PLANES = 16
 
 
-def slabs_in_box(array: np.ndarray, maps: list[AxisMap], box: Box,
-                 planes: int = _SLAB_PLANES) -> Iterator[tuple[slice, np.ndarray]]:
-    """``linear_in_box`` in slabs of input planes (numpy axis 0): (planes, values (..., slab sizes)).
+def slabs_in_box(array: np.ndarray, maps: list[AxisMap], box: Box, planes: int = _SLAB_PLANES,
+                 support: np.ndarray | None = None) -> Iterator[tuple[Box, np.ndarray]]:
+    """``linear_in_box`` in slabs of input planes (numpy axis 0): (the slab's box, values (..., its sizes)).
 
     Each slab reads only the grid planes it needs, so every temporary is a few MB that the
     allocator reuses: fresh memory costs a page fault per 4 kB (here ~0.15 s of system time
     per 44 MB, as much as the arithmetic). The same numbers as ``linear_in_box`` of the box.
+    ``support`` (the grid's (n, H, W) bool, grid order): the only grid voxels whose values
+    matter; each slab is then narrowed to the input voxels reading them there, and a slab
+    that reads none is skipped (a spine crosses a slab's rows in a fraction of its width).
     """
     first = maps[0]
     lead = np.ndim(array) - 3
@@ -126,20 +129,46 @@ def slabs_in_box(array: np.ndarray, maps: list[AxisMap], box: Box,
         part = slice(start, min(start + planes, box[0].stop))
         g0 = int(min(first.lo[part].min(), first.hi[part].min()))
         g1 = int(max(first.lo[part].max(), first.hi[part].max())) + 1
-        window = [slice(None)] * np.ndim(array)
-        window[lead + first.grid_axis] = slice(g0, g1)
+        window = [slice(None)] * 3
+        window[first.grid_axis] = slice(g0, g1)
+        slab_box = (part, *box[1:])
+        if support is not None:
+            read = nonzero_box(support[tuple(window)])
+            if read is None:
+                continue
+            read = tuple(slice(r.start + w.start, r.stop + w.start) if w.start is not None else r
+                         for r, w in zip(read, window))
+            slab_box = intersect((part, *box_reading(maps, read)[1:]), slab_box)
+            if slab_box is None:
+                continue
         shifted = AxisMap(first.grid_axis, first.continuous, first.lo - g0, first.hi - g0, first.w_lo, first.w_hi)
-        yield part, linear_in_box(np.asarray(array)[tuple(window)], [shifted, *maps[1:]], (part, *box[1:]))
+        grid_part = np.asarray(array)[(slice(None),) * lead + tuple(window)]
+        yield slab_box, linear_in_box(grid_part, [shifted, *maps[1:]], slab_box)
+
+
+_GATHER_PLANE = 16384  # values per plane below which one gather beats a Python loop over the planes
 
 
 def _along_outer_axis(values: np.ndarray, axis: int, lo: np.ndarray, hi: np.ndarray, w_lo: np.ndarray,
                       w_hi: np.ndarray) -> np.ndarray:
     """``_along_inner_axis`` for an axis that is not the innermost: index by index on plane views,
-    no gathered copies (a third of the memory traffic of gathering)."""
+    no gathered copies (a third of the memory traffic of gathering), unless the planes are
+    so small that the loop's per-plane overhead costs more than gathering them (measured:
+    381 planes of 1.8 k values, 3.9 ms looped vs 2.8 ms gathered). The same products and
+    sums either way, so the same bits."""
+    before = (slice(None),) * axis
+    if values[before + (0,)].size < _GATHER_PLANE:
+        shape = [1] * values.ndim
+        shape[axis] = len(lo)
+        out = np.take(values, lo, axis=axis)
+        out *= w_lo.reshape(shape)
+        spare = np.take(values, hi, axis=axis)
+        spare *= w_hi.reshape(shape)
+        out += spare
+        return out
     shape = list(values.shape)
     shape[axis] = len(lo)
     out = np.empty(shape, np.float32)
-    before = (slice(None),) * axis
     spare = np.empty(values[before + (0,)].shape, np.float32)
     for i in range(len(lo)):
         target = out[before + (i,)]
@@ -210,6 +239,15 @@ class BoxedArray:
         return out
 
 
+def _within(inner: Box, outer: Box) -> Box:
+    """``inner`` in the coordinates of ``outer``'s corner."""
+    return tuple(slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer))
+
+
+def _key(box: Box) -> tuple:
+    return tuple((b.start, b.stop) for b in box)  # slices are not hashable before Python 3.12
+
+
 def intersect(a: Box, b: Box) -> Box | None:
     """The common part of two boxes, or None."""
     out = tuple(slice(max(x.start, y.start), min(x.stop, y.stop)) for x, y in zip(a, b))
@@ -232,19 +270,32 @@ class LinearMap:
         grid_box = nonzero_box(values)
         return cls(values, maps, shape, box_reading(maps, grid_box) if grid_box is not None else None)
 
-    def slabs(self) -> Iterator[tuple[Box, np.ndarray]]:
-        """(input box, values (C, box sizes)) slab by slab of ``box``."""
+    # channel and box -> values kept by ``slabs(keep=...)`` for one later ``crop``
+    _kept: dict = field(default_factory=dict, repr=False)
+
+    def slabs(self, keep: dict[int, Box] | None = None) -> Iterator[tuple[Box, np.ndarray]]:
+        """(input box, values (C, box sizes)) slab by slab of ``box``. ``keep``: channel -> box of
+        values to keep on the way for the next ``crop`` of that channel and box (the summary's
+        boxes while the combined map is made: one pass over the input instead of two)."""
+        kept = {c: np.zeros(tuple(b.stop - b.start for b in box), np.float32) for c, box in (keep or {}).items()}
         if self.box is not None and all(b.stop > b.start for b in self.box):
-            for part, values in slabs_in_box(self.grid_values, self.maps, self.box):
-                yield (part, *self.box[1:]), values
+            for slab, values in slabs_in_box(self.grid_values, self.maps, self.box):
+                for c, out in kept.items():
+                    common = intersect(slab, keep[c])
+                    if common is not None:
+                        out[_within(common, keep[c])] = values[(c, *_within(common, slab))]
+                yield slab, values
+        self._kept.update({(c, _key(keep[c])): out for c, out in kept.items()})
 
     def crop(self, box: Box, channel: int) -> np.ndarray:
         """Channel ``channel`` on the input voxels of ``box``."""
+        kept = self._kept.pop((channel, _key(box)), None)
+        if kept is not None:
+            return kept
         out = np.zeros(tuple(b.stop - b.start for b in box), np.float32)
         common = intersect(box, self.box) if self.box is not None else None
         if common is not None:
-            target = tuple(slice(c.start - b.start, c.stop - b.start) for c, b in zip(common, box))
-            out[target] = linear_in_box(self.grid_values[channel], self.maps, common)
+            out[_within(common, box)] = linear_in_box(self.grid_values[channel], self.maps, common)
         return out
 
     def full(self, channel: int) -> np.ndarray:

@@ -31,34 +31,45 @@ from SpineSegDiffLib.grid.map_back import (
 from SpineSegDiffLib.inference.fusion import GridPrediction
 from SpineSegDiffLib.inference.postprocess import clean_masks, labelmap_of_channels
 from SpineSegDiffLib.inference.settings import SegmentSettings
-from SpineSegDiffLib.inference.summary import structure_summary
+from SpineSegDiffLib.inference.summary import structure_boxes, structure_summary
 
 
 @dataclass
 class SegmentationResult:
-    labelmap: sitk.Image  # uint8 on the input geometry
+    labels: np.ndarray  # (z, y, x) uint8 labelmap on the input geometry
     labels_boxed: BoxedArray  # the labelmap's voxels inside the box that can hold a structure (0 outside)
-    uncertainty: sitk.Image  # float32 combined uncertainty on the input geometry
+    combined_uncertainty: np.ndarray  # (z, y, x) float32 combined uncertainty on the input geometry
     uncertainty_maps: LinearMap  # per-structure uncertainty (C), computed on the input grid where asked for
     probability_maps: Callable[[], list[sitk.Image]]  # computed when asked for (outputs, evaluation)
+    reference: sitk.Image  # the input: the geometry of every image of the result
     extras: dict[str, list[sitk.Image]] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     grid: ModelGrid | None = None
     sample_labelmaps: list[sitk.Image] = field(default_factory=list)  # settings.sample_masks: one per sample
 
-    # the whole-volume views, made only when asked for: the slider's step shows the labelmap
-    # and the combined map, and pays for nothing else on the input's 10 M+ voxels
+    # images and whole-volume views are made only when asked for: the slider's step in
+    # Slicer imports the two arrays and pays for nothing else on the input's 10 M+ voxels
+    # (a SimpleITK image of them is a fresh copy: about 0.1 s for an 11 M-voxel input)
+
+    @cached_property
+    def labelmap(self) -> sitk.Image:
+        """uint8 labelmap, the input's geometry."""
+        return _image_like(self.labels, self.reference)
+
+    @cached_property
+    def uncertainty(self) -> sitk.Image:
+        """float32 combined uncertainty, the input's geometry."""
+        return _image_like(self.combined_uncertainty, self.reference)
 
     @cached_property
     def masks(self) -> np.ndarray:
         """(C, z, y, x) bool on the input geometry: the labelmap's structures."""
-        labels = sitk.GetArrayViewFromImage(self.labelmap)
-        return np.stack([labels == s.value for s in STRUCTURES])
+        return np.stack([self.labels == s.value for s in STRUCTURES])
 
     @cached_property
     def structure_uncertainty(self) -> list[sitk.Image]:
         """Per structure, input geometry."""
-        return [_image_like(self.uncertainty_maps.full(c), self.labelmap) for c in range(NUM_CLASSES)]
+        return [_image_like(self.uncertainty_maps.full(c), self.reference) for c in range(NUM_CLASSES)]
 
     @cached_property
     def probabilities(self) -> list[sitk.Image]:
@@ -84,7 +95,7 @@ def _decided_probabilities(prob: np.ndarray, keep: np.ndarray) -> np.ndarray:
 
 @dataclass
 class LabelmapOnInput:
-    labelmap: sitk.Image  # uint8, the input's geometry
+    labelmap: np.ndarray  # (z, y, x) uint8, the input's geometry
     labels: BoxedArray  # the same voxels inside the box that can hold a structure
     probability_maps: Callable[[], list[sitk.Image]]  # (C) float32 images, on request
 
@@ -106,14 +117,12 @@ def labelmap_on_input(probabilities: np.ndarray, grid: ModelGrid, image: sitk.Im
     box = box_reading(maps, grid_box) if grid_box is not None else (slice(0, 0),) * 3
     labels = np.zeros(shape, np.uint8)
     if all(b.stop > b.start for b in box):
-        for part, prob in slabs_in_box(decided, maps, box):
-            labels[(part, *box[1:])] = labelmap_of_channels(prob > 0.5, prob)
-    labelmap = _image_like(labels, image)
-
+        for slab, prob in slabs_in_box(decided, maps, box, support=keep.any(axis=1)):
+            labels[slab] = labelmap_of_channels(prob > 0.5, prob)
     def probability_maps() -> list[sitk.Image]:
         return [_image_like(p, image) for p in linear_to_input(decided, maps, shape)]
 
-    return LabelmapOnInput(labelmap, BoxedArray(labels[box], box, shape), probability_maps)
+    return LabelmapOnInput(labels, BoxedArray(labels[box], box, shape), probability_maps)
 
 
 def result_on_input(image: sitk.Image, grid: ModelGrid, pred: GridPrediction, settings: SegmentSettings,
@@ -125,9 +134,9 @@ def result_on_input(image: sitk.Image, grid: ModelGrid, pred: GridPrediction, se
     shape = tuple(reversed(image.GetSize()))
     entropy = LinearMap.of(np.moveaxis(pred.entropy, 1, 0), maps, shape)  # 0 where every sample agrees
     combined_array = np.zeros(shape, np.float32)
-    for box, values in entropy.slabs():
+    summary_boxes = {value - 1: box for value, box in structure_boxes(on_input.labels).items()}
+    for box, values in entropy.slabs(keep=summary_boxes):
         np.max(values, axis=0, out=combined_array[box])
-    combined = _image_like(combined_array, image)
     extras: dict[str, list[sitk.Image]] = {}
     if settings.extras:
         for name, values in (("variance", pred.variance), ("mutual_information", pred.mutual_information)):
@@ -138,8 +147,8 @@ def result_on_input(image: sitk.Image, grid: ModelGrid, pred: GridPrediction, se
 
         sample_labelmaps = [grid.to_input_geometry(lm, "nearest") for lm in per_sample(
             pred.sample_levels, fused_steps, float(np.prod(spacing)), settings.min_component_mm3)]
-    return SegmentationResult(on_input.labelmap, on_input.labels, combined, entropy, on_input.probability_maps,
-                              extras, {}, grid, sample_labelmaps)
+    return SegmentationResult(on_input.labelmap, on_input.labels, combined_array, entropy, on_input.probability_maps,
+                              image, extras, {}, grid, sample_labelmaps)
 
 
 def reorientation_notes(grid: ModelGrid) -> list[str]:

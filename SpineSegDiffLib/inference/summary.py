@@ -6,7 +6,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from SpineSegDiffLib.core.labels import STRUCTURES
-from SpineSegDiffLib.grid.map_back import BoxedArray, LinearMap
+from SpineSegDiffLib.grid.map_back import Box, BoxedArray, LinearMap
 
 
 def structure_summary(image: sitk.Image, labels: BoxedArray, uncertainty: LinearMap) -> dict:
@@ -19,25 +19,36 @@ def structure_summary(image: sitk.Image, labels: BoxedArray, uncertainty: Linear
     does not decide where the user is sent.
     """
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
+    boxes = structure_boxes(labels)
     out = {}
     for s in STRUCTURES:
         in_box = labels.values == s.value
         entry = {"label": s.value, "name": s.name, "volume_ml": round(float(np.count_nonzero(in_box)) * voxel_ml, 3),
                  "mean_uncertainty": 0.0, "peak_uncertainty_lps": None}
-        if in_box.any():
-            # work inside the structure's bounding box plus the reach of the dilation (1) and
-            # of the Gaussian (4 sigma = 4 voxels): the same numbers, a fraction of the volume
-            local = _box_around(in_box, margin=0)
-            grown = tuple(slice(max(b.start + o.start - 5, 0), min(b.stop + o.start + 5, n))
-                          for b, o, n in zip(local, labels.box, labels.shape))
+        if s.value in boxes:
+            grown = boxes[s.value]
             m = BoxedArray(in_box, labels.box, labels.shape).crop(grown)
             u = uncertainty.crop(grown, s.value - 1)
             region = _dilate_faces(m)
             entry["mean_uncertainty"] = round(float(u[region].mean()), 5)
-            z, y, x = (int(i) + b.start for i, b in zip(_peak_of_smoothed(u.astype(np.float32), region), grown))
+            z, y, x = (int(i) + b.start for i, b in zip(_peak_of_smoothed(u, region), grown))
             entry["peak_uncertainty_lps"] = [round(v, 3) for v in image.TransformIndexToPhysicalPoint((x, y, z))]
         out[s.key] = entry
     return out
+
+
+def structure_boxes(labels: BoxedArray) -> dict[int, Box]:
+    """Per label value present: the input voxels ``structure_summary`` reads, the structure's
+    bounding box plus the reach of the dilation (1) and of the Gaussian (4 sigma = 4 voxels),
+    so the same numbers as the whole volume from a fraction of it."""
+    boxes = {}
+    for s in STRUCTURES:
+        in_box = labels.values == s.value
+        if in_box.any():
+            local = _box_around(in_box, margin=0)
+            boxes[s.value] = tuple(slice(max(b.start + o.start - 5, 0), min(b.stop + o.start + 5, n))
+                                   for b, o, n in zip(local, labels.box, labels.shape))
+    return boxes
 
 
 # numpy, not scipy.ndimage (binary_dilation, gaussian_filter): the same numbers, without
@@ -61,14 +72,6 @@ _GAUSS = np.exp(-0.5 * np.arange(-_GAUSS_RADIUS, _GAUSS_RADIUS + 1) ** 2)
 _GAUSS /= _GAUSS.sum()
 
 
-def _smooth_along(values: np.ndarray, axis: int) -> np.ndarray:
-    """One axis of the Gaussian (float64), borders mirrored (scipy's mode 'reflect' = np.pad 'symmetric')."""
-    pad = [(0, 0)] * values.ndim
-    pad[axis] = (_GAUSS_RADIUS, _GAUSS_RADIUS)
-    padded = np.pad(values, pad, mode="symmetric")
-    return _taps(padded, axis, values.shape[axis])
-
-
 def _taps(padded: np.ndarray, axis: int, n: int) -> np.ndarray:
     """sum_k w_k padded[k : k + n] along ``axis``, in a fixed order (so every caller gets the same bits)."""
     window = [slice(None)] * padded.ndim
@@ -85,29 +88,37 @@ _SLAB_PLANES = 16  # planes per slab: temporaries of a few MB instead of copies 
 
 
 def _peak_of_smoothed(values: np.ndarray, region: np.ndarray) -> tuple[int, ...]:
-    """Index of the maximum of the Gaussian-smoothed (sigma 1 voxel) ``values`` inside ``region``,
-    the first in C order on ties.
+    """Index of the maximum of the Gaussian-smoothed (sigma 1 voxel, borders mirrored as
+    scipy's mode 'reflect') ``values`` inside ``region``, the first in C order on ties.
 
-    Smoothed slab by slab of planes along axis 0, each read with the Gaussian's reach of
-    input planes (mirrored at the ends, as np.pad does): axis 0 first, then 1 and 2, the
-    same operations on every voxel as smoothing the whole box at once, so the same numbers.
+    Smoothed slab by slab of planes along axis 0, and in each slab only in the rows and
+    columns of the region's box there (a structure fills a fraction of its bounding box;
+    slabs without region are skipped). Each piece reads the Gaussian's reach of input
+    voxels, mirrored at the array's ends (the index maps of np.pad 'symmetric'), and sums
+    the taps axis by axis in the same order as smoothing the whole array at once: the
+    same numbers, bit for bit (``Testing/test_summary.py``).
     """
-    n = values.shape[0]
-    plane_of = np.pad(np.arange(n), _GAUSS_RADIUS, mode="symmetric")  # which input plane each padded plane is
+    mirrored = [np.pad(np.arange(n), _GAUSS_RADIUS, mode="symmetric") for n in values.shape]
     best_value, best_index = None, None
-    for start in range(0, n, _SLAB_PLANES):
-        stop = min(n, start + _SLAB_PLANES)
-        slab = values[plane_of[start:stop + 2 * _GAUSS_RADIUS]].astype(np.float64)
-        smooth = _taps(slab, 0, stop - start)
-        for axis in range(1, values.ndim):
-            smooth = _smooth_along(smooth, axis)
-        scores = np.where(region[start:stop], smooth.astype(np.float32), np.float32(-1.0))
+    for start in range(0, values.shape[0], _SLAB_PLANES):
+        stop = min(values.shape[0], start + _SLAB_PLANES)
+        inside = region[start:stop]
+        rows = np.flatnonzero(inside.any(axis=(0, 2)))
+        if not rows.size:
+            continue
+        cols = np.flatnonzero(inside.any(axis=(0, 1)))
+        out = [slice(start, stop), slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)]
+        reads = [m[o.start:o.stop + 2 * _GAUSS_RADIUS] for m, o in zip(mirrored, out)]
+        smooth = values[np.ix_(*reads)].astype(np.float64)
+        for axis, o in enumerate(out):
+            smooth = _taps(smooth, axis, o.stop - o.start)
+        scores = np.where(region[tuple(out)], smooth.astype(np.float32), np.float32(-1.0))
         flat = int(np.argmax(scores))
+        local = np.unravel_index(flat, scores.shape)
+        index = tuple(int(i) + o.start for i, o in zip(local, out))
         if best_value is None or scores.flat[flat] > best_value:  # strictly: the first maximum wins
-            best_value = scores.flat[flat]
-            best_index = (start + flat // (scores.shape[1] * scores.shape[2]),
-                          *np.unravel_index(flat % (scores.shape[1] * scores.shape[2]), scores.shape[1:]))
-    return tuple(int(i) for i in best_index)
+            best_value, best_index = scores.flat[flat], index
+    return best_index
 
 
 def _box_around(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
