@@ -12,15 +12,25 @@ from SpineSegDiffLib.core.labels import STRUCTURES
 from .terminology import terminology_entry
 
 
-def oriented_mask(mask: np.ndarray, volume_node) -> slicer.vtkOrientedImageData:
-    """A (k, j, i) boolean mask as a binary vtkOrientedImageData on the volume's grid, cropped to
-    the mask's bounding box (the segment gets the same voxels; Slicer copies less)."""
-    image = slicer.vtkOrientedImageData()
-    lo, hi = [0, 0, 0], [0, 0, 0]  # (k, j, i) bounds, inclusive
+def _bounds(mask: np.ndarray) -> tuple[list[int], list[int]]:
+    """(k, j, i) first and last index of ``mask``'s True voxels, inclusive; zeros if there are none."""
+    lo, hi = [0, 0, 0], [0, 0, 0]
     for axis in range(3):
         hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
         lo[axis], hi[axis] = (int(hit[0]), int(hit[-1])) if hit.size else (0, 0)
+    return lo, hi
+
+
+def oriented_mask(mask: np.ndarray, volume_node,
+                  offset: tuple[int, int, int] = (0, 0, 0)) -> slicer.vtkOrientedImageData:
+    """A (k, j, i) boolean mask as a binary vtkOrientedImageData on the volume's grid, cropped to
+    the mask's bounding box (the segment gets the same voxels; Slicer copies less). ``offset``:
+    the volume index of ``mask``'s first voxel, when it is a box cut out of the volume."""
+    image = slicer.vtkOrientedImageData()
+    lo, hi = _bounds(mask)
     cropped = mask[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1]
+    lo = [v + o for v, o in zip(lo, offset)]
+    hi = [v + o for v, o in zip(hi, offset)]
     image.SetExtent(lo[2], hi[2], lo[1], hi[1], lo[0], hi[0])
     scalars = numpy_support.numpy_to_vtk(np.ascontiguousarray(cropped, dtype=np.uint8).ravel(), deep=True)
     image.GetPointData().SetScalars(scalars)
@@ -38,6 +48,10 @@ def set_structure_segments(segmentations_logic, segmentation_node, labels: np.nd
     """
     segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
     segmentation = segmentation_node.GetSegmentation()
+    # every structure lies in the box of the labelled voxels: each is looked for there only
+    # (a spine is a fraction of an 11 M-voxel field of view)
+    lo, hi = _bounds(labels != 0)
+    labels = labels[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1]
     was_modifying = segmentation_node.StartModify()
     try:
         for structure in STRUCTURES:
@@ -50,7 +64,7 @@ def set_structure_segments(segmentations_logic, segmentation_node, labels: np.nd
             mask = labels == structure.value
             if mask.any():
                 segmentations_logic.SetBinaryLabelmapToSegment(
-                    oriented_mask(mask, volume_node), segmentation_node, structure.key,
+                    oriented_mask(mask, volume_node, tuple(lo)), segmentation_node, structure.key,
                     slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
     finally:
         segmentation_node.EndModify(was_modifying)
