@@ -119,6 +119,7 @@ def labelmap_on_input(probabilities: np.ndarray, grid: ModelGrid, image: sitk.Im
     if all(b.stop > b.start for b in box):
         for slab, prob in slabs_in_box(decided, maps, box, support=keep.any(axis=1)):
             labels[slab] = labelmap_of_channels(prob > 0.5, prob)
+
     def probability_maps() -> list[sitk.Image]:
         return [_image_like(p, image) for p in linear_to_input(decided, maps, shape)]
 
