@@ -98,6 +98,11 @@ class LabelmapOnInput:
     labelmap: np.ndarray  # (z, y, x) uint8, the input's geometry
     labels: BoxedArray  # the same voxels inside the box that can hold a structure
     probability_maps: Callable[[], list[sitk.Image]]  # (C) float32 images, on request
+    reference: sitk.Image  # the input
+
+    def image(self) -> sitk.Image:
+        """The labelmap as a uint8 image on the input's geometry (a copy)."""
+        return _image_like(self.labelmap, self.reference)
 
 
 def labelmap_on_input(probabilities: np.ndarray, grid: ModelGrid, image: sitk.Image,
@@ -123,7 +128,7 @@ def labelmap_on_input(probabilities: np.ndarray, grid: ModelGrid, image: sitk.Im
     def probability_maps() -> list[sitk.Image]:
         return [_image_like(p, image) for p in linear_to_input(decided, maps, shape)]
 
-    return LabelmapOnInput(labels, BoxedArray(labels[box], box, shape), probability_maps)
+    return LabelmapOnInput(labels, BoxedArray(labels[box], box, shape), probability_maps, image)
 
 
 def result_on_input(image: sitk.Image, grid: ModelGrid, pred: GridPrediction, settings: SegmentSettings,

@@ -129,7 +129,8 @@ def segment_image(image: sitk.Image, model: LoadedModel, settings: SegmentSettin
         preseg_probabilities, timings["presegmentation_network_s"] = presegment_grid(model, grid.slices)
         preseg_evaluations = int(grid.slices.shape[0])
         if on_presegmentation is not None:
-            on_presegmentation(labelmap_on_input(preseg_probabilities, grid, image, settings.min_component_mm3).labelmap)
+            on_presegmentation(labelmap_on_input(preseg_probabilities, grid, image,
+                                                 settings.min_component_mm3).image())
         timings["presegmentation_s"] = time.perf_counter() - t_pre
 
     box, crop_record, crop_notes = choose_crop(model, settings, grid, preseg_probabilities)
