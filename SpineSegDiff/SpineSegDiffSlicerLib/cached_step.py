@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-
 from SpineSegDiffLib.core.errors import SpineSegDiffError
 from SpineSegDiffLib.inference.cached_run import segment_from_cache
 from SpineSegDiffLib.inference.model_info import ModelInfo

@@ -8,17 +8,9 @@ import vtk
 from vtk.util import numpy_support
 
 from SpineSegDiffLib.core.labels import STRUCTURES
+from SpineSegDiffLib.grid.map_back import nonzero_box
 
 from .terminology import terminology_entry
-
-
-def _bounds(mask: np.ndarray) -> tuple[list[int], list[int]]:
-    """(k, j, i) first and last index of ``mask``'s True voxels, inclusive; zeros if there are none."""
-    lo, hi = [0, 0, 0], [0, 0, 0]
-    for axis in range(3):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        lo[axis], hi[axis] = (int(hit[0]), int(hit[-1])) if hit.size else (0, 0)
-    return lo, hi
 
 
 def oriented_mask(mask: np.ndarray, volume_node,
@@ -27,10 +19,10 @@ def oriented_mask(mask: np.ndarray, volume_node,
     the mask's bounding box (the segment gets the same voxels; Slicer copies less). ``offset``:
     the volume index of ``mask``'s first voxel, when it is a box cut out of the volume."""
     image = slicer.vtkOrientedImageData()
-    lo, hi = _bounds(mask)
-    cropped = mask[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1]
-    lo = [v + o for v, o in zip(lo, offset)]
-    hi = [v + o for v, o in zip(hi, offset)]
+    box = nonzero_box(mask) or (slice(0, 1),) * 3  # an empty mask: its corner voxel
+    cropped = mask[box]
+    lo = [b.start + o for b, o in zip(box, offset)]
+    hi = [b.stop - 1 + o for b, o in zip(box, offset)]
     image.SetExtent(lo[2], hi[2], lo[1], hi[1], lo[0], hi[0])
     scalars = numpy_support.numpy_to_vtk(np.ascontiguousarray(cropped, dtype=np.uint8).ravel(), deep=True)
     image.GetPointData().SetScalars(scalars)
@@ -50,8 +42,9 @@ def set_structure_segments(segmentations_logic, segmentation_node, labels: np.nd
     segmentation = segmentation_node.GetSegmentation()
     # every structure lies in the box of the labelled voxels: each is looked for there only
     # (a spine is a fraction of an 11 M-voxel field of view)
-    lo, hi = _bounds(labels != 0)
-    labels = labels[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1]
+    box = nonzero_box(labels) or (slice(0, 1),) * 3
+    labels = labels[box]
+    corner = tuple(b.start for b in box)
     was_modifying = segmentation_node.StartModify()
     try:
         for structure in STRUCTURES:
@@ -64,7 +57,7 @@ def set_structure_segments(segmentations_logic, segmentation_node, labels: np.nd
             mask = labels == structure.value
             if mask.any():
                 segmentations_logic.SetBinaryLabelmapToSegment(
-                    oriented_mask(mask, volume_node, tuple(lo)), segmentation_node, structure.key,
+                    oriented_mask(mask, volume_node, corner), segmentation_node, structure.key,
                     slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
     finally:
         segmentation_node.EndModify(was_modifying)

@@ -6,7 +6,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from SpineSegDiffLib.core.labels import STRUCTURES
-from SpineSegDiffLib.grid.map_back import Box, BoxedArray, LinearMap
+from SpineSegDiffLib.grid.map_back import Box, BoxedArray, LinearMap, nonzero_box
 
 
 def structure_summary(image: sitk.Image, labels: BoxedArray, uncertainty: LinearMap) -> dict:
@@ -43,9 +43,8 @@ def structure_boxes(labels: BoxedArray) -> dict[int, Box]:
     so the same numbers as the whole volume from a fraction of it."""
     boxes = {}
     for s in STRUCTURES:
-        in_box = labels.values == s.value
-        if in_box.any():
-            local = _box_around(in_box, margin=0)
+        local = nonzero_box(labels.values == s.value)
+        if local is not None:
             boxes[s.value] = tuple(slice(max(b.start + o.start - 5, 0), min(b.stop + o.start + 5, n))
                                    for b, o, n in zip(local, labels.box, labels.shape))
     return boxes
@@ -119,12 +118,3 @@ def _peak_of_smoothed(values: np.ndarray, region: np.ndarray) -> tuple[int, ...]
         if best_value is None or scores.flat[flat] > best_value:  # strictly: the first maximum wins
             best_value, best_index = scores.flat[flat], index
     return best_index
-
-
-def _box_around(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    """Bounding box of ``mask``'s True voxels grown by ``margin``, clipped to the array."""
-    box = []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + margin + 1, mask.shape[axis])))
-    return tuple(box)
