@@ -127,17 +127,3 @@ def test_slabs_narrowed_to_a_support_cover_every_voxel_that_reads_it(orientation
         covered[box] = True
     assert np.array_equal(assembled, whole)  # nothing that reads the support is left out
     assert 0 < covered.mean() < 0.5  # and most of the volume is skipped
-
-
-def test_slabs_keep_the_asked_crops_for_the_next_crop_only():
-    values, maps, shape = _grid_values("sagittal")
-    lazy = LinearMap.of(values, maps, shape)
-    full = linear_to_input(values, maps, shape)
-    corner = tuple(slice(n // 3, n) for n in shape)
-    middle = tuple(slice(n // 4, n // 2 + 1) for n in shape)
-    for _ in lazy.slabs(keep={0: corner, 2: middle}):
-        pass
-    kept = lazy.crop(corner, 0)
-    assert np.array_equal(kept, full[0][corner]) and np.array_equal(lazy.crop(middle, 2), full[2][middle])
-    again = lazy.crop(corner, 0)  # computed afresh: the kept copy is handed out once
-    assert again is not kept and np.array_equal(again, kept)

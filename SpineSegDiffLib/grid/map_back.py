@@ -14,7 +14,7 @@ they equal ITK's up to float rounding (``Testing/test_map_back.py``: below 1e-6)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
@@ -244,10 +244,6 @@ def _within(inner: Box, outer: Box) -> Box:
     return tuple(slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer))
 
 
-def _key(box: Box) -> tuple:
-    return tuple((b.start, b.stop) for b in box)  # slices are not hashable before Python 3.12
-
-
 def intersect(a: Box, b: Box) -> Box | None:
     """The common part of two boxes, or None."""
     out = tuple(slice(max(x.start, y.start), min(x.stop, y.stop)) for x, y in zip(a, b))
@@ -270,28 +266,13 @@ class LinearMap:
         grid_box = nonzero_box(values)
         return cls(values, maps, shape, box_reading(maps, grid_box) if grid_box is not None else None)
 
-    # channel and box -> values kept by ``slabs(keep=...)`` for one later ``crop``
-    _kept: dict = field(default_factory=dict, repr=False)
-
-    def slabs(self, keep: dict[int, Box] | None = None) -> Iterator[tuple[Box, np.ndarray]]:
-        """(input box, values (C, box sizes)) slab by slab of ``box``. ``keep``: channel -> box of
-        values to keep on the way for the next ``crop`` of that channel and box (the summary's
-        boxes while the combined map is made: one pass over the input instead of two)."""
-        kept = {c: np.zeros(tuple(b.stop - b.start for b in box), np.float32) for c, box in (keep or {}).items()}
+    def slabs(self) -> Iterator[tuple[Box, np.ndarray]]:
+        """(input box, values (C, box sizes)) slab by slab of ``box``."""
         if self.box is not None and all(b.stop > b.start for b in self.box):
-            for slab, values in slabs_in_box(self.grid_values, self.maps, self.box):
-                for c, out in kept.items():
-                    common = intersect(slab, keep[c])
-                    if common is not None:
-                        out[_within(common, keep[c])] = values[(c, *_within(common, slab))]
-                yield slab, values
-        self._kept.update({(c, _key(keep[c])): out for c, out in kept.items()})
+            yield from slabs_in_box(self.grid_values, self.maps, self.box)
 
     def crop(self, box: Box, channel: int) -> np.ndarray:
         """Channel ``channel`` on the input voxels of ``box``."""
-        kept = self._kept.pop((channel, _key(box)), None)
-        if kept is not None:
-            return kept
         out = np.zeros(tuple(b.stop - b.start for b in box), np.float32)
         common = intersect(box, self.box) if self.box is not None else None
         if common is not None:

@@ -31,7 +31,7 @@ from SpineSegDiffLib.grid.map_back import (
 from SpineSegDiffLib.inference.fusion import GridPrediction
 from SpineSegDiffLib.inference.postprocess import clean_masks, labelmap_of_channels
 from SpineSegDiffLib.inference.settings import SegmentSettings
-from SpineSegDiffLib.inference.summary import structure_boxes, structure_summary
+from SpineSegDiffLib.inference.summary import structure_summary
 
 
 @dataclass
@@ -46,6 +46,7 @@ class SegmentationResult:
     summary: dict = field(default_factory=dict)
     grid: ModelGrid | None = None
     sample_labelmaps: list[sitk.Image] = field(default_factory=list)  # settings.sample_masks: one per sample
+    grid_labels: np.ndarray | None = None  # (n, H, W) uint8: the labelmap on the model grid (the summary's)
 
     # images and whole-volume views are made only when asked for: the slider's step in
     # Slicer imports the two arrays and pays for nothing else on the input's 10 M+ voxels
@@ -99,6 +100,7 @@ class LabelmapOnInput:
     labels: BoxedArray  # the same voxels inside the box that can hold a structure
     probability_maps: Callable[[], list[sitk.Image]]  # (C) float32 images, on request
     reference: sitk.Image  # the input
+    grid_labels: np.ndarray  # (n, H, W) uint8: the same decisions on the model grid
 
     def image(self) -> sitk.Image:
         """The labelmap as a uint8 image on the input's geometry (a copy)."""
@@ -128,7 +130,8 @@ def labelmap_on_input(probabilities: np.ndarray, grid: ModelGrid, image: sitk.Im
     def probability_maps() -> list[sitk.Image]:
         return [_image_like(p, image) for p in linear_to_input(decided, maps, shape)]
 
-    return LabelmapOnInput(labels, BoxedArray(labels[box], box, shape), probability_maps, image)
+    grid_labels = labelmap_of_channels(np.moveaxis(keep, 1, 0), decided)
+    return LabelmapOnInput(labels, BoxedArray(labels[box], box, shape), probability_maps, image, grid_labels)
 
 
 def result_on_input(image: sitk.Image, grid: ModelGrid, pred: GridPrediction, settings: SegmentSettings,
@@ -139,10 +142,10 @@ def result_on_input(image: sitk.Image, grid: ModelGrid, pred: GridPrediction, se
     maps = axis_maps(grid)
     shape = tuple(reversed(image.GetSize()))
     entropy = LinearMap.of(np.moveaxis(pred.entropy, 1, 0), maps, shape)  # 0 where every sample agrees
-    combined_array = np.zeros(shape, np.float32)
-    summary_boxes = {value - 1: box for value, box in structure_boxes(on_input.labels).items()}
-    for box, values in entropy.slabs(keep=summary_boxes):
-        np.max(values, axis=0, out=combined_array[box])
+    # the most uncertain structure's value on the grid, mapped back once: one channel over the
+    # input instead of three (the slider's step), and where two uncertain structures meet
+    # between grid voxels it stays as uncertain as both, instead of dipping to their average
+    combined_array = LinearMap.of(pred.entropy.max(axis=1)[None], maps, shape).full(0)
     extras: dict[str, list[sitk.Image]] = {}
     if settings.extras:
         for name, values in (("variance", pred.variance), ("mutual_information", pred.mutual_information)):
@@ -154,7 +157,7 @@ def result_on_input(image: sitk.Image, grid: ModelGrid, pred: GridPrediction, se
         sample_labelmaps = [grid.to_input_geometry(lm, "nearest") for lm in per_sample(
             pred.sample_levels, fused_steps, float(np.prod(spacing)), settings.min_component_mm3)]
     return SegmentationResult(on_input.labelmap, on_input.labels, combined_array, entropy, on_input.probability_maps,
-                              image, extras, {}, grid, sample_labelmaps)
+                              image, extras, {}, grid, sample_labelmaps, on_input.grid_labels)
 
 
 def reorientation_notes(grid: ModelGrid) -> list[str]:
@@ -197,5 +200,5 @@ def run_summary(image: sitk.Image, result: SegmentationResult, pred: GridPredict
                   "samples_computed": (len(pred.sample_levels) if pred.sample_levels else settings.samples)
                   - pred.samples_from_cache,
                   "folder": cache_folder},
-        "structures": structure_summary(image, result.labels_boxed, result.uncertainty_maps),
+        "structures": structure_summary(image, result.labels_boxed, grid, result.grid_labels, pred.entropy),
     } | ({"samples_auto": {"cap": settings.samples, "trace": pred.auto_trace}} if settings.samples_auto else {})

@@ -6,48 +6,42 @@ import numpy as np
 import SimpleITK as sitk
 
 from SpineSegDiffLib.core.labels import STRUCTURES
-from SpineSegDiffLib.grid.map_back import Box, BoxedArray, LinearMap, nonzero_box
+from SpineSegDiffLib.grid.geometry import ModelGrid
+from SpineSegDiffLib.grid.map_back import BoxedArray, nonzero_box
 
 
-def structure_summary(image: sitk.Image, labels: BoxedArray, uncertainty: LinearMap) -> dict:
+def structure_summary(image: sitk.Image, labels: BoxedArray, grid: ModelGrid, grid_labels: np.ndarray,
+                      grid_uncertainty: np.ndarray) -> dict:
     """Per structure: volume, mean uncertainty on and around it, and where it peaks.
 
-    ``labels``: the labelmap's voxels inside its box (0 outside); ``uncertainty``: the
-    per-structure uncertainty, computed here only around each structure. The mean is taken over the structure
-    dilated by one voxel, so boundary doubt (where most of it lives) counts; the peak is
-    the most uncertain point of that region after light smoothing, so one noisy voxel
-    does not decide where the user is sent.
+    ``labels``: the labelmap's voxels inside its box (0 outside), which give the volume;
+    ``grid_labels`` (n, H, W) and ``grid_uncertainty`` (n, C, H, W): the labelmap and the
+    per-structure uncertainty on the model grid, where the uncertainty is computed. Reading
+    it there, and not from the 10 M+ voxels it is interpolated onto, keeps the sample
+    slider's step short. The mean is taken over the structure dilated by one grid voxel,
+    so boundary doubt (where most of it lives) counts; the peak is the most uncertain point
+    of that region after light smoothing (sigma one grid voxel), so one noisy voxel does
+    not decide where the user is sent.
     """
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
-    boxes = structure_boxes(labels)
     out = {}
     for s in STRUCTURES:
-        in_box = labels.values == s.value
-        entry = {"label": s.value, "name": s.name, "volume_ml": round(float(np.count_nonzero(in_box)) * voxel_ml, 3),
+        volume = np.count_nonzero(labels.values == s.value)
+        entry = {"label": s.value, "name": s.name, "volume_ml": round(float(volume) * voxel_ml, 3),
                  "mean_uncertainty": 0.0, "peak_uncertainty_lps": None}
-        if s.value in boxes:
-            grown = boxes[s.value]
-            m = BoxedArray(in_box, labels.box, labels.shape).crop(grown)
-            u = uncertainty.crop(grown, s.value - 1)
-            region = _dilate_faces(m)
+        on_grid = grid_labels == s.value
+        box = nonzero_box(on_grid)
+        if volume and box is not None:
+            # the dilation's reach (1) and the Gaussian's (4 sigma): the same numbers as the whole grid
+            grown = tuple(slice(max(b.start - 5, 0), min(b.stop + 5, n)) for b, n in zip(box, on_grid.shape))
+            u = grid_uncertainty[grown[0], s.value - 1, grown[1], grown[2]]
+            region = _dilate_faces(on_grid[grown])
             entry["mean_uncertainty"] = round(float(u[region].mean()), 5)
             z, y, x = (int(i) + b.start for i, b in zip(_peak_of_smoothed(u, region), grown))
-            entry["peak_uncertainty_lps"] = [round(v, 3) for v in image.TransformIndexToPhysicalPoint((x, y, z))]
+            entry["peak_uncertainty_lps"] = [round(v, 3) for v in
+                                             grid.grid_image.TransformIndexToPhysicalPoint((x, y, z))]
         out[s.key] = entry
     return out
-
-
-def structure_boxes(labels: BoxedArray) -> dict[int, Box]:
-    """Per label value present: the input voxels ``structure_summary`` reads, the structure's
-    bounding box plus the reach of the dilation (1) and of the Gaussian (4 sigma = 4 voxels),
-    so the same numbers as the whole volume from a fraction of it."""
-    boxes = {}
-    for s in STRUCTURES:
-        local = nonzero_box(labels.values == s.value)
-        if local is not None:
-            boxes[s.value] = tuple(slice(max(b.start + o.start - 5, 0), min(b.stop + o.start + 5, n))
-                                   for b, o, n in zip(local, labels.box, labels.shape))
-    return boxes
 
 
 # numpy, not scipy.ndimage (binary_dilation, gaussian_filter): the same numbers, without
