@@ -50,7 +50,7 @@ def presegmenter_alone(model, image):
     on_input = labelmap_on_input(prob, grid, image, 30.0)
     labels = on_input.labels.full()
     masks = np.stack([labels == value for value in (1, 2, 3)])
-    prob_arrays = np.stack([sitk.GetArrayFromImage(p) for p in on_input.probability_maps()])
+    prob_arrays = np.stack([on_input.probability_map.full(c) for c in range(3)])
     ent = np.stack([sitk.GetArrayFromImage(grid.to_input_geometry(_entropy(prob[:, c]), interpolation="linear"))
                     for c in range(prob.shape[1])])
     return masks, prob_arrays, ent, grid, time.perf_counter() - t0, int(grid.slices.shape[0])

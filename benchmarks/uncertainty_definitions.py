@@ -6,20 +6,27 @@
         [--tag TAG]
 
 The ensemble is drawn once per case (S samples, K steps); every definition below is computed from
-the same samples, mapped onto the input geometry and scored by ``evaluation.metrics.score_result``
+the same samples, mapped onto the input geometry and scored by ``evaluation.metrics.score_case``
 (voxel AUROC of the uncertainty against the errors on and around each mask; on the real cases the
 AUROC inside the region each partial reference decides):
 
 * ``max_over_steps``: the entropy of the sample-mean probability, maximum over the fused steps;
 * ``fused``: the entropy of the fused probability, the one the masks threshold at 0.5;
 * ``last_step``: the entropy of the sample-mean probability at the last step;
-* ``mutual_information``: the samples' disagreement (maximum over fused steps).
+* ``mutual_information``: the samples' disagreement (maximum over fused steps);
+* ``fused_on_input``: the entropy of the fused probability after it is mapped back onto the
+  input's voxels (1 on the 0.5 level set the masks follow, between grid voxels too): what runs
+  show since 2026-12-03 (``inference/probability_entropy.py``);
+* ``blend``: the mean of ``max_over_steps`` and ``fused_on_input``.
+
+The first four are computed on the model grid and mapped back linearly, as runs did before.
 
 Each at S and at the first 3 samples (the model record's scoring). Calibration: a temperature per
 structure on the logit of the fused probability (the 0.5 level, hence every mask, stays), fitted on
-phantoms of the calibration seed (seed 1002, as ``scripts/train_demo_model.py``) on the model grid
-inside the scored region; ECE of the fused probabilities on the unseen phantoms (seed 1001) before
-and after. Results: results/uncertainty_definitions-<tag>.{json,md}.
+phantoms of the calibration seed (seed 1002, as ``scripts/train_demo_model.py``) on the input's
+voxels inside the scored region; ECE of the fused probabilities on the unseen phantoms (seed 1001) before
+and after. Results: results/uncertainty_definitions-<tag>.{json,md}; ``--markdown-from JSON``
+rewrites the Markdown of an earlier result.
 """
 
 from __future__ import annotations
@@ -110,6 +117,26 @@ def aurocs(scores: dict) -> dict:
     return out
 
 
+def write_markdown(out: dict, path: Path, tag: str) -> None:
+    def cells(block: dict) -> str:
+        return " / ".join(f"{k} {v:.3f}" for k, v in block.items() if k != "combined")
+
+    lines = [f"# Uncertainty definitions and fused-probability calibration ({tag})", "",
+             f"Model {out['model']}, K = {out['steps']}; temperatures (canal, vertebrae, discs) fitted on "
+             f"{out['calibration']}: {out['temperatures']}.", "",
+             "| set | definition | AUROC per structure | combined |", "|---|---|---|---|"]
+    for key, block in out["means"].items():
+        for name in DEFINITIONS:
+            combined = block[name].get("combined")
+            lines.append(f"| {key} | {name} | {cells(block[name])} | "
+                         f"{'–' if combined is None or combined != combined else f'{combined:.3f}'} |")
+        for name in ("ece", "ece_tempered", "dice"):
+            if block[name]:
+                lines.append(f"| {key} | {name} | {cells(block[name])} | |")
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=str(REPO / "SpineSegDiffLib/resources/models/spinesegdiff-demo.zip"))
@@ -120,7 +147,11 @@ def main() -> int:
     p.add_argument("--real", type=Path, default=REPO.parent / "shared/data/real")
     p.add_argument("--real-cases", default="", help="comma-separated real case ids (held out from training)")
     p.add_argument("--tag", default=f"cpu-{dt.date.today().isoformat()}")
+    p.add_argument("--markdown-from", type=Path, default=None, help="only rewrite the Markdown of this JSON result")
     args = p.parse_args()
+    if args.markdown_from is not None:
+        write_markdown(json.loads(args.markdown_from.read_text()), args.markdown_from.with_suffix(".md"), args.tag)
+        return 0
 
     import SimpleITK as sitk
 
@@ -222,19 +253,7 @@ def main() -> int:
            "means": means, "cases": rows}
     results = REPO / "benchmarks/results"
     (results / f"uncertainty_definitions-{args.tag}.json").write_text(json.dumps(out, indent=1))
-    lines = [f"# Uncertainty definitions and fused-probability calibration ({args.tag})", "",
-             f"Model {out['model']}, K = {args.steps}; temperatures (canal, vertebrae, discs) fitted on "
-             f"{out['calibration']}: {out['temperatures']}.", "",
-             "| set | definition | AUROC per structure | combined |", "|---|---|---|---|"]
-    for key, block in means.items():
-        for name in DEFINITIONS:
-            per = " / ".join(f"{k} {v:.3f}" for k, v in block[name].items() if k != "combined")
-            lines.append(f"| {key} | {name} | {per} | {block[name].get('combined', float('nan')):.3f} |")
-        for name in ("ece", "ece_tempered", "dice"):
-            per = " / ".join(f"{k} {v:.3f}" for k, v in block[name].items())
-            lines.append(f"| {key} | {name} | {per} | |")
-    (results / f"uncertainty_definitions-{args.tag}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_markdown(out, results / f"uncertainty_definitions-{args.tag}.md", args.tag)
     return 0
 
 

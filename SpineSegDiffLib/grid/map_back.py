@@ -127,23 +127,37 @@ def slabs_in_box(array: np.ndarray, maps: list[AxisMap], box: Box, planes: int =
     lead = np.ndim(array) - 3
     for start in range(box[0].start, box[0].stop, planes):
         part = slice(start, min(start + planes, box[0].stop))
-        g0 = int(min(first.lo[part].min(), first.hi[part].min()))
-        g1 = int(max(first.lo[part].max(), first.hi[part].max())) + 1
-        window = [slice(None)] * 3
-        window[first.grid_axis] = slice(g0, g1)
+        window = _grid_window(maps, part)
         slab_box = (part, *box[1:])
         if support is not None:
-            read = nonzero_box(support[tuple(window)])
-            if read is None:
-                continue
-            read = tuple(slice(r.start + w.start, r.stop + w.start) if w.start is not None else r
-                         for r, w in zip(read, window))
-            slab_box = intersect((part, *box_reading(maps, read)[1:]), slab_box)
+            slab_box = intersect(reading_support(maps, support, part), slab_box)
             if slab_box is None:
                 continue
+        g0 = window[first.grid_axis].start
         shifted = AxisMap(first.grid_axis, first.continuous, first.lo - g0, first.hi - g0, first.w_lo, first.w_hi)
-        grid_part = np.asarray(array)[(slice(None),) * lead + tuple(window)]
+        grid_part = np.asarray(array)[(slice(None),) * lead + window]
         yield slab_box, linear_in_box(grid_part, [shifted, *maps[1:]], slab_box)
+
+
+def _grid_window(maps: list[AxisMap], part: slice) -> tuple[slice, ...]:
+    """The grid planes (grid order, the other axes whole) that the input planes ``part`` read."""
+    first = maps[0]
+    g0 = int(min(first.lo[part].min(), first.hi[part].min()))
+    g1 = int(max(first.lo[part].max(), first.hi[part].max())) + 1
+    window = [slice(None)] * 3
+    window[first.grid_axis] = slice(g0, g1)
+    return tuple(window)
+
+
+def reading_support(maps: list[AxisMap], support: np.ndarray, part: slice) -> Box | None:
+    """The box of the input planes ``part`` (numpy axis 0) whose voxels read a True voxel of
+    ``support`` (the grid's (n, H, W) bool, grid order); None where none does."""
+    window = _grid_window(maps, part)
+    read = nonzero_box(support[window])
+    if read is None:
+        return None
+    read = tuple(slice(r.start + w.start, r.stop + w.start) if w.start is not None else r for r, w in zip(read, window))
+    return (part, *box_reading(maps, read)[1:])
 
 
 _GATHER_PLANE = 16384  # values per plane below which one gather beats a Python loop over the planes
@@ -244,8 +258,10 @@ def _within(inner: Box, outer: Box) -> Box:
     return tuple(slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer))
 
 
-def intersect(a: Box, b: Box) -> Box | None:
-    """The common part of two boxes, or None."""
+def intersect(a: Box | None, b: Box | None) -> Box | None:
+    """The common part of two boxes, or None (also when either is None)."""
+    if a is None or b is None:
+        return None
     out = tuple(slice(max(x.start, y.start), min(x.stop, y.stop)) for x, y in zip(a, b))
     return out if all(o.stop > o.start for o in out) else None
 

@@ -64,7 +64,7 @@ def segment_from_cache(image: sitk.Image, model: ModelInfo, settings: SegmentSet
         return None  # the pipeline draws the missing ones (and stores them)
     else:
         samples = on_disk
-        pred = fuse_samples(samples, fused, settings.extras)
+        pred = fuse_samples(samples, fused, settings.extras, entropy=False)  # only samples_auto reads it
     cache.touch()
     pred.samples_from_cache = len(samples)
     pred.sample_levels = samples

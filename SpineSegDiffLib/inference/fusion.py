@@ -15,7 +15,9 @@ class GridPrediction:
     """Everything the ensemble produced, on the model grid."""
 
     probabilities: np.ndarray  # (n, C, H, W) fused, float32
-    entropy: np.ndarray  # (n, C, H, W) per-structure uncertainty in [0, 1]
+    # (n, C, H, W) the paper's per-structure uncertainty in [0, 1] (entropy of the sample mean, maximum
+    # over the fused steps): what ``auto_samples`` watches; the outputs show ``probability_entropy``'s
+    entropy: np.ndarray | None
     variance: np.ndarray | None = None  # (n, C, H, W)
     mutual_information: np.ndarray | None = None  # (n, C, H, W)
     network_seconds: float = 0.0
@@ -29,14 +31,16 @@ class GridPrediction:
 _FUSE_SLICES = 8
 
 
-def fuse_samples(samples: list[np.ndarray], fused_steps: int, extras: bool = False) -> GridPrediction:
+def fuse_samples(samples: list[np.ndarray], fused_steps: int, extras: bool = False,
+                 entropy: bool = True) -> GridPrediction:
     """Fusion and uncertainty from per-sample levels (each (Ts, n, C, H, W) uint8), no network.
 
     The same function serves fresh and cached samples, so both give identical results;
     numpy only, so re-fusing cached samples never waits for torch to import.
+    ``entropy=False`` leaves ``entropy`` None (no output reads it; the slider's step skips it).
     """
     _, n, c, h, w = samples[0].shape
-    out = GridPrediction(np.zeros((n, c, h, w), np.float32), np.zeros((n, c, h, w), np.float32))
+    out = GridPrediction(np.zeros((n, c, h, w), np.float32), np.zeros((n, c, h, w), np.float32) if entropy else None)
     if extras:
         out.variance = np.zeros_like(out.probabilities)
         out.mutual_information = np.zeros_like(out.probabilities)
@@ -45,7 +49,8 @@ def fuse_samples(samples: list[np.ndarray], fused_steps: int, extras: bool = Fal
         part = slice(start, min(n, start + _FUSE_SLICES))
         stats = levels.statistics_of_levels(samples, part, second_order=extras)
         out.probabilities[part] = levels.fuse_step_means(stats.mean_probability, weights)
-        out.entropy[part] = levels.entropy_of_mean(stats)
+        if entropy:
+            out.entropy[part] = levels.entropy_of_mean(stats)
         if extras:
             out.variance[part] = levels.variance_of_samples(stats)
             out.mutual_information[part] = levels.mutual_information(stats)

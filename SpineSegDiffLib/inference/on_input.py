@@ -3,14 +3,14 @@
 No network and no torch: the same code finishes a fresh run (``pipeline.py``) and a run
 whose samples all come from the sample cache (``cached_run.py``), so both give the same
 files. Probabilities are cleaned on the grid, mapped back linearly and thresholded on
-the input's grid (smooth boundaries even when the grid is coarser than the input).
+the input's grid (smooth boundaries even when the grid is coarser than the input); the
+uncertainty is their entropy there (``probability_entropy``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable
 
 import numpy as np
 import SimpleITK as sitk
@@ -24,12 +24,15 @@ from SpineSegDiffLib.grid.map_back import (
     LinearMap,
     axis_maps,
     box_reading,
+    intersect,
     linear_to_input,
     nonzero_box,
+    reading_support,
     slabs_in_box,
 )
 from SpineSegDiffLib.inference.fusion import GridPrediction
 from SpineSegDiffLib.inference.postprocess import clean_masks, labelmap_of_channels
+from SpineSegDiffLib.inference.probability_entropy import most_uncertain, probability_entropy
 from SpineSegDiffLib.inference.settings import SegmentSettings
 from SpineSegDiffLib.inference.summary import structure_summary
 
@@ -39,8 +42,7 @@ class SegmentationResult:
     labels: np.ndarray  # (z, y, x) uint8 labelmap on the input geometry
     labels_boxed: BoxedArray  # the labelmap's voxels inside the box that can hold a structure (0 outside)
     combined_uncertainty: np.ndarray  # (z, y, x) float32 combined uncertainty on the input geometry
-    uncertainty_maps: LinearMap  # per-structure uncertainty (C), computed on the input grid where asked for
-    probability_maps: Callable[[], list[sitk.Image]]  # computed when asked for (outputs, evaluation)
+    probability_map: LinearMap  # the fused probabilities (C) on the input grid, computed where asked for
     reference: sitk.Image  # the input: the geometry of every image of the result
     extras: dict[str, list[sitk.Image]] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
@@ -69,13 +71,14 @@ class SegmentationResult:
 
     @cached_property
     def structure_uncertainty(self) -> list[sitk.Image]:
-        """Per structure, input geometry."""
-        return [_image_like(self.uncertainty_maps.full(c), self.reference) for c in range(NUM_CLASSES)]
+        """Per structure: the entropy of its probability on the input's voxels (``probability_entropy``)."""
+        return [_image_like(probability_entropy(self.probability_map.full(c)), self.reference)
+                for c in range(NUM_CLASSES)]
 
     @cached_property
     def probabilities(self) -> list[sitk.Image]:
         """Per structure fused probabilities, input geometry."""
-        return self.probability_maps()
+        return [_image_like(self.probability_map.full(c), self.reference) for c in range(NUM_CLASSES)]
 
 
 def _image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
@@ -98,9 +101,10 @@ def _decided_probabilities(prob: np.ndarray, keep: np.ndarray) -> np.ndarray:
 class LabelmapOnInput:
     labelmap: np.ndarray  # (z, y, x) uint8, the input's geometry
     labels: BoxedArray  # the same voxels inside the box that can hold a structure
-    probability_maps: Callable[[], list[sitk.Image]]  # (C) float32 images, on request
+    probability_map: LinearMap  # the decided probabilities (C) on the input's voxels, on request
     reference: sitk.Image  # the input
     grid_labels: np.ndarray  # (n, H, W) uint8: the same decisions on the model grid
+    combined_uncertainty: np.ndarray | None = None  # (z, y, x) float32, when asked for
 
     def image(self) -> sitk.Image:
         """The labelmap as a uint8 image on the input's geometry (a copy)."""
@@ -108,12 +112,15 @@ class LabelmapOnInput:
 
 
 def labelmap_on_input(probabilities: np.ndarray, grid: ModelGrid, image: sitk.Image,
-                      min_component_mm3: float) -> LabelmapOnInput:
+                      min_component_mm3: float, uncertainty: bool = False) -> LabelmapOnInput:
     """Grid probabilities (n, C, H, W) -> the labelmap on the input's exact geometry, cleaned on the grid.
 
     Only input voxels that read a kept grid voxel can exceed 0.5 (elsewhere every value
-    interpolated is at most 0.5 - eps): the probabilities are mapped back in that box only,
-    slab by slab, and never kept.
+    interpolated is at most 0.5 - eps): without ``uncertainty`` the probabilities are mapped
+    back in that box only, slab by slab, and never kept. With it, they are mapped back
+    wherever they are not 0, in one pass that gives the combined uncertainty (the most
+    uncertain structure's entropy, ``probability_entropy``) and, in the box, the labelmap:
+    the same values, so the same labels either way.
     """
     spacing = grid.grid_image.GetSpacing()
     keep = clean_masks(probabilities > 0.5, float(np.prod(spacing)), min_component_mm3)
@@ -123,29 +130,32 @@ def labelmap_on_input(probabilities: np.ndarray, grid: ModelGrid, image: sitk.Im
     grid_box = nonzero_box(keep.any(axis=1))
     box = box_reading(maps, grid_box) if grid_box is not None else (slice(0, 0),) * 3
     labels = np.zeros(shape, np.uint8)
-    if all(b.stop > b.start for b in box):
+    probability_map = LinearMap.of(decided, maps, shape)
+    combined = None
+    if uncertainty:
+        combined = np.zeros(shape, np.float32)
+        support = keep.any(axis=1)
+        for slab, prob in probability_map.slabs():
+            most_uncertain(prob, out=combined[slab])
+            # labels only where a voxel can read a kept grid voxel, as ``slabs_in_box(support=...)``
+            common = intersect(intersect(reading_support(maps, support, slab[0]), box), slab)
+            if common is not None:
+                local = prob[(slice(None), *(slice(c.start - s.start, c.stop - s.start) for c, s in zip(common, slab)))]
+                labels[common] = labelmap_of_channels(local > 0.5, local)
+    elif all(b.stop > b.start for b in box):
         for slab, prob in slabs_in_box(decided, maps, box, support=keep.any(axis=1)):
             labels[slab] = labelmap_of_channels(prob > 0.5, prob)
-
-    def probability_maps() -> list[sitk.Image]:
-        return [_image_like(p, image) for p in linear_to_input(decided, maps, shape)]
-
     grid_labels = labelmap_of_channels(np.moveaxis(keep, 1, 0), decided)
-    return LabelmapOnInput(labels, BoxedArray(labels[box], box, shape), probability_maps, image, grid_labels)
+    return LabelmapOnInput(labels, BoxedArray(labels[box], box, shape), probability_map, image, grid_labels, combined)
 
 
 def result_on_input(image: sitk.Image, grid: ModelGrid, pred: GridPrediction, settings: SegmentSettings,
                     fused_steps: int) -> SegmentationResult:
     """Everything a run outputs, on the input geometry. ``summary`` is left for ``run_summary``."""
     spacing = grid.grid_image.GetSpacing()
-    on_input = labelmap_on_input(pred.probabilities, grid, image, settings.min_component_mm3)
+    on_input = labelmap_on_input(pred.probabilities, grid, image, settings.min_component_mm3, uncertainty=True)
     maps = axis_maps(grid)
     shape = tuple(reversed(image.GetSize()))
-    entropy = LinearMap.of(np.moveaxis(pred.entropy, 1, 0), maps, shape)  # 0 where every sample agrees
-    # the most uncertain structure's value on the grid, mapped back once: one channel over the
-    # input instead of three (the slider's step), and where two uncertain structures meet
-    # between grid voxels it stays as uncertain as both, instead of dipping to their average
-    combined_array = LinearMap.of(pred.entropy.max(axis=1)[None], maps, shape).full(0)
     extras: dict[str, list[sitk.Image]] = {}
     if settings.extras:
         for name, values in (("variance", pred.variance), ("mutual_information", pred.mutual_information)):
@@ -156,8 +166,9 @@ def result_on_input(image: sitk.Image, grid: ModelGrid, pred: GridPrediction, se
 
         sample_labelmaps = [grid.to_input_geometry(lm, "nearest") for lm in per_sample(
             pred.sample_levels, fused_steps, float(np.prod(spacing)), settings.min_component_mm3)]
-    return SegmentationResult(on_input.labelmap, on_input.labels, combined_array, entropy, on_input.probability_maps,
-                              image, extras, {}, grid, sample_labelmaps, on_input.grid_labels)
+    return SegmentationResult(on_input.labelmap, on_input.labels, on_input.combined_uncertainty,
+                              on_input.probability_map, image, extras, {}, grid, sample_labelmaps,
+                              on_input.grid_labels)
 
 
 def reorientation_notes(grid: ModelGrid) -> list[str]:
@@ -200,5 +211,6 @@ def run_summary(image: sitk.Image, result: SegmentationResult, pred: GridPredict
                   "samples_computed": (len(pred.sample_levels) if pred.sample_levels else settings.samples)
                   - pred.samples_from_cache,
                   "folder": cache_folder},
-        "structures": structure_summary(image, result.labels_boxed, grid, result.grid_labels, pred.entropy),
+        "structures": structure_summary(image, result.labels_boxed, grid, result.grid_labels,
+                                        result.probability_map.grid_values),
     } | ({"samples_auto": {"cap": settings.samples, "trace": pred.auto_trace}} if settings.samples_auto else {})

@@ -8,17 +8,18 @@ import SimpleITK as sitk
 from SpineSegDiffLib.core.labels import STRUCTURES
 from SpineSegDiffLib.grid.geometry import ModelGrid
 from SpineSegDiffLib.grid.map_back import BoxedArray, nonzero_box
+from SpineSegDiffLib.inference.probability_entropy import probability_entropy
 
 
 def structure_summary(image: sitk.Image, labels: BoxedArray, grid: ModelGrid, grid_labels: np.ndarray,
-                      grid_uncertainty: np.ndarray) -> dict:
+                      grid_probabilities: np.ndarray) -> dict:
     """Per structure: volume, mean uncertainty on and around it, and where it peaks.
 
     ``labels``: the labelmap's voxels inside its box (0 outside), which give the volume;
-    ``grid_labels`` (n, H, W) and ``grid_uncertainty`` (n, C, H, W): the labelmap and the
-    per-structure uncertainty on the model grid, where the uncertainty is computed. Reading
-    it there, and not from the 10 M+ voxels it is interpolated onto, keeps the sample
-    slider's step short. The mean is taken over the structure dilated by one grid voxel,
+    ``grid_labels`` (n, H, W) and ``grid_probabilities`` (C, n, H, W): the labelmap and the
+    fused probabilities on the model grid. The uncertainty is their entropy
+    (``probability_entropy``) read on the grid, not on the 10 M+ voxels it is mapped onto,
+    which keeps the sample slider's step short. The mean is taken over the structure dilated by one grid voxel,
     so boundary doubt (where most of it lives) counts; the peak is the most uncertain point
     of that region after light smoothing (sigma one grid voxel), so one noisy voxel does
     not decide where the user is sent.
@@ -34,7 +35,7 @@ def structure_summary(image: sitk.Image, labels: BoxedArray, grid: ModelGrid, gr
         if volume and box is not None:
             # the dilation's reach (1) and the Gaussian's (4 sigma): the same numbers as the whole grid
             grown = tuple(slice(max(b.start - 5, 0), min(b.stop + 5, n)) for b, n in zip(box, on_grid.shape))
-            u = grid_uncertainty[grown[0], s.value - 1, grown[1], grown[2]]
+            u = probability_entropy(grid_probabilities[(s.value - 1, *grown)])
             region = _dilate_faces(on_grid[grown])
             entry["mean_uncertainty"] = round(float(u[region].mean()), 5)
             z, y, x = (int(i) + b.start for i, b in zip(_peak_of_smoothed(u, region), grown))
