@@ -253,7 +253,7 @@ class BoxedArray:
         return out
 
 
-def _within(inner: Box, outer: Box) -> Box:
+def within(inner: Box, outer: Box) -> Box:
     """``inner`` in the coordinates of ``outer``'s corner."""
     return tuple(slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer))
 
@@ -292,7 +292,7 @@ class LinearMap:
         out = np.zeros(tuple(b.stop - b.start for b in box), np.float32)
         common = intersect(box, self.box) if self.box is not None else None
         if common is not None:
-            out[_within(common, box)] = linear_in_box(self.grid_values[channel], self.maps, common)
+            out[within(common, box)] = linear_in_box(self.grid_values[channel], self.maps, common)
         return out
 
     def full(self, channel: int) -> np.ndarray:

@@ -29,6 +29,7 @@ from SpineSegDiffLib.grid.map_back import (
     nonzero_box,
     reading_support,
     slabs_in_box,
+    within,
 )
 from SpineSegDiffLib.inference.fusion import GridPrediction
 from SpineSegDiffLib.inference.postprocess import clean_masks, labelmap_of_channels
@@ -42,7 +43,7 @@ class SegmentationResult:
     labels: np.ndarray  # (z, y, x) uint8 labelmap on the input geometry
     labels_boxed: BoxedArray  # the labelmap's voxels inside the box that can hold a structure (0 outside)
     combined_uncertainty: np.ndarray  # (z, y, x) float32 combined uncertainty on the input geometry
-    probability_map: LinearMap  # the fused probabilities (C) on the input grid, computed where asked for
+    probability_map: LinearMap  # fused probabilities (C), clean-up decided, on the input's voxels on request
     reference: sitk.Image  # the input: the geometry of every image of the result
     extras: dict[str, list[sitk.Image]] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
@@ -140,7 +141,7 @@ def labelmap_on_input(probabilities: np.ndarray, grid: ModelGrid, image: sitk.Im
             # labels only where a voxel can read a kept grid voxel, as ``slabs_in_box(support=...)``
             common = intersect(intersect(reading_support(maps, support, slab[0]), box), slab)
             if common is not None:
-                local = prob[(slice(None), *(slice(c.start - s.start, c.stop - s.start) for c, s in zip(common, slab)))]
+                local = prob[(slice(None), *within(common, slab))]
                 labels[common] = labelmap_of_channels(local > 0.5, local)
     elif all(b.stop > b.start for b in box):
         for slab, prob in slabs_in_box(decided, maps, box, support=keep.any(axis=1)):

@@ -19,10 +19,10 @@ def structure_summary(image: sitk.Image, labels: BoxedArray, grid: ModelGrid, gr
     ``grid_labels`` (n, H, W) and ``grid_probabilities`` (C, n, H, W): the labelmap and the
     fused probabilities on the model grid. The uncertainty is their entropy
     (``probability_entropy``) read on the grid, not on the 10 M+ voxels it is mapped onto,
-    which keeps the sample slider's step short. The mean is taken over the structure dilated by one grid voxel,
-    so boundary doubt (where most of it lives) counts; the peak is the most uncertain point
-    of that region after light smoothing (sigma one grid voxel), so one noisy voxel does
-    not decide where the user is sent.
+    which keeps the sample slider's step short. The mean is taken over the structure
+    dilated by one grid voxel, so boundary doubt (where most of it lives) counts; the peak
+    is the most uncertain point of that region after light smoothing (sigma one grid
+    voxel), so one noisy voxel does not decide where the user is sent.
     """
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
     out = {}
