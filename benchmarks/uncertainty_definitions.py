@@ -88,7 +88,7 @@ def on_input(image, grid, pred, settings, fused_steps, samples: list[np.ndarray]
     from SpineSegDiffLib.model.levels import binary_entropy
 
     fused, maps = grid_maps(samples, fused_steps)
-    variant = replace(pred, probabilities=fused, entropy=maps["max_over_steps"], sample_levels=samples)
+    variant = replace(pred, probabilities=fused, sample_levels=samples)  # the outputs read no grid entropy
     result = result_on_input(image, grid, variant, settings, fused_steps)
     probabilities = np.stack([sitk_array(p) for p in result.probabilities])  # decided, mapped back linearly
     axes, shape = axis_maps(grid), result.labels.shape
@@ -106,12 +106,14 @@ def sitk_array(image) -> np.ndarray:
 
 
 def aurocs(scores: dict) -> dict:
-    out = {k: v.get("uncertainty_auroc", v.get("decided_uncertainty_auroc"))
-           for k, v in scores["structures"].items() if isinstance(v, dict)}
-    out = {k: v for k, v in out.items() if v is not None}
-    for k, v in scores["structures"].items():
-        if v.get("decided_uncertainty_auroc") is not None:
-            out[k] = v["decided_uncertainty_auroc"]
+    """Per structure the AUROC a record reports (where the reference decides, else on and around the
+    masks), and the combined one."""
+    out = {}
+    for key, entry in scores["structures"].items():
+        value = entry.get("decided_uncertainty_auroc")
+        value = entry.get("uncertainty_auroc") if value is None else value
+        if value is not None:
+            out[key] = value
     if scores.get("uncertainty_auroc") is not None:
         out["combined"] = scores["uncertainty_auroc"]
     return out

@@ -290,7 +290,7 @@ class LinearMap:
     def crop(self, box: Box, channel: int) -> np.ndarray:
         """Channel ``channel`` on the input voxels of ``box``."""
         out = np.zeros(tuple(b.stop - b.start for b in box), np.float32)
-        common = intersect(box, self.box) if self.box is not None else None
+        common = intersect(box, self.box)
         if common is not None:
             out[within(common, box)] = linear_in_box(self.grid_values[channel], self.maps, common)
         return out

@@ -128,14 +128,14 @@ def labelmap_on_input(probabilities: np.ndarray, grid: ModelGrid, image: sitk.Im
     decided = np.ascontiguousarray(np.moveaxis(_decided_probabilities(probabilities, keep), 1, 0))  # (C, n, H, W)
     maps = axis_maps(grid)
     shape = tuple(reversed(image.GetSize()))
-    grid_box = nonzero_box(keep.any(axis=1))
+    support = keep.any(axis=1)  # the grid voxels a structure keeps
+    grid_box = nonzero_box(support)
     box = box_reading(maps, grid_box) if grid_box is not None else (slice(0, 0),) * 3
     labels = np.zeros(shape, np.uint8)
     probability_map = LinearMap.of(decided, maps, shape)
     combined = None
     if uncertainty:
         combined = np.zeros(shape, np.float32)
-        support = keep.any(axis=1)
         for slab, prob in probability_map.slabs():
             most_uncertain(prob, out=combined[slab])
             # labels only where a voxel can read a kept grid voxel, as ``slabs_in_box(support=...)``
@@ -144,7 +144,7 @@ def labelmap_on_input(probabilities: np.ndarray, grid: ModelGrid, image: sitk.Im
                 local = prob[(slice(None), *within(common, slab))]
                 labels[common] = labelmap_of_channels(local > 0.5, local)
     elif all(b.stop > b.start for b in box):
-        for slab, prob in slabs_in_box(decided, maps, box, support=keep.any(axis=1)):
+        for slab, prob in slabs_in_box(decided, maps, box, support=support):
             labels[slab] = labelmap_of_channels(prob > 0.5, prob)
     grid_labels = labelmap_of_channels(np.moveaxis(keep, 1, 0), decided)
     return LabelmapOnInput(labels, BoxedArray(labels[box], box, shape), probability_map, image, grid_labels, combined)
@@ -155,8 +155,7 @@ def result_on_input(image: sitk.Image, grid: ModelGrid, pred: GridPrediction, se
     """Everything a run outputs, on the input geometry. ``summary`` is left for ``run_summary``."""
     spacing = grid.grid_image.GetSpacing()
     on_input = labelmap_on_input(pred.probabilities, grid, image, settings.min_component_mm3, uncertainty=True)
-    maps = axis_maps(grid)
-    shape = tuple(reversed(image.GetSize()))
+    maps, shape = on_input.probability_map.maps, on_input.probability_map.shape
     extras: dict[str, list[sitk.Image]] = {}
     if settings.extras:
         for name, values in (("variance", pred.variance), ("mutual_information", pred.mutual_information)):
