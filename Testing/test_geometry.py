@@ -237,6 +237,35 @@ def test_round_trip_keeps_what_the_grid_resolves_and_loses_what_it_cannot():
     assert survived.count(True) == 1, survived
 
 
+
+def test_shifted_grid_moves_by_the_fraction_of_a_pixel_asked_for():
+    image = make_image(OBLIQUE_SAGITTAL, (1.0, 1.0, 1.0), (40, 96, 96))
+    spec = GridSpec(spacing_mm=3.0, size=32, min_slice_spacing_mm=2.0)
+    base = to_model_grid(image, spec)
+    shift = np.array([0.5, 0.25, 1.0])  # grid columns, rows, slices
+    moved = to_model_grid(image, spec, shift=tuple(shift))
+    for what in ("GetSpacing", "GetDirection", "GetSize"):
+        assert getattr(moved.grid_image, what)() == getattr(base.grid_image, what)()
+    direction = np.asarray(base.grid_image.GetDirection()).reshape(3, 3)
+    offset = np.asarray(moved.grid_image.GetOrigin()) - np.asarray(base.grid_image.GetOrigin())
+    np.testing.assert_allclose(offset, direction @ (shift * np.asarray(base.grid_image.GetSpacing())), atol=1e-6)
+
+
+def test_a_third_of_a_pixel_shift_samples_the_sheet_the_grid_missed():
+    image = make_image(SAGITTAL_REAL, (1.0, 1.0, 1.0), (40, 96, 96))
+    spec = GridSpec(spacing_mm=3.0, size=32, min_slice_spacing_mm=2.0)
+    survivors = []
+    for shift in ((0.0, 0.0, 0.0), (1 / 3, 0.0, 0.0)):  # columns run anterior -> posterior (numpy axis 1)
+        grid = to_model_grid(image, spec, shift=shift)
+        kept = []
+        for row in (47, 48, 49):
+            sheet = np.zeros(tuple(reversed(image.GetSize())), bool)
+            sheet[:, row, :] = True
+            kept.append(bool(grid.round_trip(sheet).any()))
+        assert kept.count(True) == 1, kept
+        survivors.append(kept.index(True))
+    assert survivors[0] != survivors[1]
+
 # ---------------------------------------------------------------- field of view, normalisation
 
 

@@ -87,3 +87,23 @@ def test_segmentation_from_another_grid_is_refused_and_nothing_written(tmp_path)
                             tmp_path / "dataset", {})
     assert "\n" not in str(raised.value)
     assert not (tmp_path / "dataset" / "labelsTr").exists() or not any((tmp_path / "dataset" / "labelsTr").iterdir())
+
+
+def test_label_checksums_match_the_definition_saved_scenes_carry():
+    """Scenes saved by earlier versions carry SHA-256 of the labels cast to uint8 bytes: the
+    in-place hashing must give the same digests, or every reopened case would read as edited."""
+    import hashlib
+
+    from SpineSegDiffSlicerLib import labelmaps
+
+    def earlier(array):
+        digest = hashlib.sha256(repr(array.shape).encode())
+        digest.update(np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+        return digest.hexdigest()
+
+    labels = np.random.default_rng(3).integers(0, 4, (6, 7, 9)).astype(np.uint8)
+    for array in (labels, labels == 2, labels[:, ::2, 1:], (labels == 1)[::-1], labels.astype(np.int16)):
+        assert labelmaps.checksum(array) == earlier(array)
+    assert labelmaps.checksum(labels) != labelmaps.checksum(labels == 2)
+    assert labelmaps.structure_checksums(labels) == {s: earlier(labels == v) for s, v in
+                                                     (("spinal_canal", 1), ("vertebrae", 2), ("discs", 3))}

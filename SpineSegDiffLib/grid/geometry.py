@@ -204,7 +204,8 @@ def acquisition_plane(image: sitk.Image) -> str:
     return _PLANE_OF_NORMAL[int(np.argmax(np.abs(d[:, normal_axis])))]
 
 
-def to_model_grid(image: sitk.Image, spec: GridSpec = GridSpec(), intensities: bool = True) -> ModelGrid:
+def to_model_grid(image: sitk.Image, spec: GridSpec = GridSpec(), intensities: bool = True,
+                  shift: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> ModelGrid:
     """Resample a 3D MRI (any orientation) onto the model grid and normalise it.
 
     Geometry: in-plane spacing ``max(spec.spacing_mm, largest in-plane extent / size)``
@@ -219,6 +220,8 @@ def to_model_grid(image: sitk.Image, spec: GridSpec = GridSpec(), intensities: b
     the field of view is 0 (the level of the 1st percentile, i.e. dark background).
     Resampling is linear. ``intensities=False``: the geometry only (``slices`` None), for
     mapping results back (the sample slider's step), without reading the voxels.
+    ``shift``: the grid moved by these fractions of a grid pixel along its columns, rows and
+    slices (``benchmarks/border_refinement.py`` draws ensembles on shifted grids); runs use 0.
     """
     if image.GetDimension() != 3:
         raise ValueError(f"to_model_grid needs a 3D image, got {image.GetDimension()}D")
@@ -239,11 +242,12 @@ def to_model_grid(image: sitk.Image, spec: GridSpec = GridSpec(), intensities: b
                      (slice_axis, signs[0], slice_spacing, n_slices))
     start_index = np.zeros(3)  # continuous input index of grid voxel (0, 0, 0)
     steps = []  # input-index step per grid step, per grid axis
-    for axis, sign, spacing, count in grid_axis_map:
+    for (axis, sign, spacing, count), offset in zip(grid_axis_map, shift):
         step = sign * spacing / in_spacing[axis]
         start = (in_size[axis] - 1) / 2 - step * (count - 1) / 2
         if abs(abs(step) - 1) < 1e-4:  # same spacing up to float32 header rounding
             start = math.floor(start + 1e-6)  # land on voxel centres: no interpolation
+        start += offset * step
         start_index[axis] = start
         steps.append((axis, step, count))
 
