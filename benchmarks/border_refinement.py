@@ -117,11 +117,7 @@ def main() -> int:
         write_markdown(json.loads(args.markdown_from.read_text()), args.markdown_from.with_suffix(".md"))
         return 0
 
-    import SimpleITK as sitk
-
-    from SpineSegDiffLib.data.phantom import generate_case
-    from SpineSegDiffLib.data.realdata import read_real_folder
-    from SpineSegDiffLib.data.spider_labels import spider_to_semantic
+    from scored_cases import phantom_cases, real_cases
     from SpineSegDiffLib.evaluation.metrics import body_only_regions
     from SpineSegDiffLib.grid.geometry import to_model_grid
     from SpineSegDiffLib.inference.loading import load_model
@@ -133,19 +129,7 @@ def main() -> int:
     settings = SegmentSettings(samples=args.samples, steps=args.steps, cache=False)
     args.probabilities.mkdir(parents=True, exist_ok=True)
 
-    cases = []
-    for i in range(args.phantoms):
-        case = generate_case(seed=1001, index=i)
-        ref = spider_to_semantic(sitk.GetArrayFromImage(case.mask))
-        cases += [("phantom", f"ph1001_{i}_{seq}", image, ref, np.ones(3, bool), False)
-                  for seq, image in case.images.items()]
-    wanted = [c for c in args.real_cases.split(",") if c]
-    for case in read_real_folder(args.real):
-        if case.case_id in wanted:
-            image, semantic = case.load()
-            annotated = np.array([k in case.annotated for k in ("spinal_canal", "vertebrae", "discs")])
-            cases.append((f"real:{case.set}", case.case_id, image, sitk.GetArrayFromImage(semantic), annotated,
-                          case.body_only))
+    cases = phantom_cases(args.phantoms) + real_cases(args.real, [c for c in args.real_cases.split(",") if c])
 
     rows = []
     for set_name, case_id, image, ref, annotated, body_only in cases:

@@ -198,20 +198,10 @@ def main() -> int:
     from SpineSegDiffLib.evaluation.metrics import body_only_regions, score_case
 
     rows = []
-    cases = [("phantom", f"phantom1001_{i}_{seq}", image, spider_to_semantic(sitk.GetArrayFromImage(c.mask)),
-              np.ones(3, bool), False)
-             for i in range(args.test_phantoms) for c in [generate_case(seed=1001, index=i)]
-             for seq, image in c.images.items()]
-    if args.real_cases:
-        from SpineSegDiffLib.data.realdata import read_real_folder
+    from scored_cases import phantom_cases, real_cases
 
-        wanted = args.real_cases.split(",")
-        for case in read_real_folder(args.real):
-            if case.case_id in wanted:
-                image, semantic = case.load()
-                ann = np.array([k in case.annotated for k in ("spinal_canal", "vertebrae", "discs")])
-                cases.append((f"real:{case.set}", case.case_id, image, sitk.GetArrayFromImage(semantic), ann,
-                              case.body_only))
+    wanted = args.real_cases.split(",") if args.real_cases else []
+    cases = phantom_cases(args.test_phantoms) + real_cases(args.real, wanted)
     for set_name, case_id, image, ref, annotated, body_only in cases:
         t0 = time.perf_counter()
         grid, pred = ensemble(image)
