@@ -176,3 +176,59 @@ def test_results_are_tied_to_their_source_volume_and_study(tmp_path):
     assert seg.GetNodeReferenceID(seg.GetReferenceImageGeometryReferenceRole()) == volume.GetID()
     for node in (seg, result.uncertainty_node):
         assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == study
+
+
+def test_rerun_updates_segments_in_place_in_a_shared_layer_and_keeps_a_persons_segment(tmp_path):
+    """The slider's re-import updates the structures' segments where they are, also when Slicer
+    keeps them in one shared labelmap layer with a segment a person painted: that segment keeps
+    its voxels, a structure the new run did not find is emptied, names and colours are the project's."""
+    import vtk
+
+    from SpineSegDiffSlicerLib.segments import oriented_mask
+
+    first = make_case(tmp_path / "first")
+    third = make_case(tmp_path / "third", shift=3, seed=1)
+    labels = third.labels.copy()
+    labels[labels == BY_KEY["discs"].value] = 0  # this run finds no disc
+    label_image = sitk.GetImageFromArray(labels)
+    label_image.CopyInformation(third.image)
+    sitk.WriteImage(label_image, str(third.segmentation_path))
+    kit = make_scene()
+    volume = volumes.load_volume(kit.scene, first.image_path)
+    node = import_case(kit, volume, first).segmentation_node
+    segmentation = node.GetSegmentation()
+    # a person's own segment, painted where the first run put the canal
+    first_export = export_with_slicer(kit, node, volume)
+    own = on_file_grid(first_export, first) == BY_KEY["spinal_canal"].value
+    own_on_volume = volumes.array_from_node(first_export) == BY_KEY["spinal_canal"].value
+    segmentation.AddEmptySegment("own", "my region", [0.1, 0.2, 0.3])
+    kit.segmentations_logic.SetBinaryLabelmapToSegment(oriented_mask(own_on_volume, volume), node, "own",
+                                                       slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+    segmentation.GetSegment("discs").SetName("renamed by a person")
+    segmentation.GetSegment("discs").SetColor(1.0, 1.0, 1.0)
+    segmentation.CollapseBinaryLabelmaps(True)  # one shared layer, as Slicer's editor can leave them
+    assert segmentation.GetNumberOfLayers() == 1 and len(segmentation.GetSegmentIDsForLayer(0)) == 4
+    order = list(segmentation.GetSegmentIDs())
+    assert node.CreateClosedSurfaceRepresentation()  # what the 3D view shows
+
+    def canal_surface_bounds():
+        surface = vtk.vtkPolyData()
+        node.GetClosedSurfaceRepresentation("spinal_canal", surface)
+        return surface.GetBounds()
+
+    bounds_before = canal_surface_bounds()
+    assert import_case(kit, volume, third).segmentation_node is node
+    assert segmentation.ContainsRepresentation("Closed surface")
+    assert not np.allclose(canal_surface_bounds(), bounds_before, atol=0.5)  # the surface follows the new canal
+    assert list(segmentation.GetSegmentIDs()) == order
+    np.testing.assert_array_equal(on_file_grid(export_with_slicer(kit, node, volume), first), labels)
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue("own")
+    own_after = slicer.vtkMRMLLabelMapVolumeNode()
+    kit.scene.AddNode(own_after)
+    assert kit.segmentations_logic.ExportSegmentsToLabelmapNode(node, ids, own_after, volume,
+                                                                slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
+    np.testing.assert_array_equal(on_file_grid(own_after, first) > 0, own)
+    discs = segmentation.GetSegment("discs")
+    assert discs.GetName() == BY_KEY["discs"].name
+    np.testing.assert_allclose(discs.GetColor(), BY_KEY["discs"].color, atol=1e-6)

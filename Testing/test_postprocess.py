@@ -42,6 +42,35 @@ def test_clean_masks_converts_the_volume_limit_to_voxels_per_channel():
     assert clean_masks(masks, voxel_volume_mm3=40.0, min_component_mm3=30.0)[0, 1, 0, 0]  # 1 voxel is 40 mm³
 
 
+
+def test_clean_masks_in_the_structures_box_equals_scipy_on_the_whole_grid():
+    """The clean-up works in each structure's box: the result must be the whole grid's, holes
+    and components touching the grid's border or the box's edge included (scipy as reference)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(11)
+    for trial in range(12):
+        masks = np.zeros((7, 3, 40, 48), bool)
+        for c in range(3):
+            blobs = ndimage.gaussian_filter(rng.random((7, 40, 48)), (0.5, 2.0, 2.0)) > 0.53 + 0.01 * c
+            if trial % 3 == 0:  # confined to a corner of the grid: the box touches the border
+                blobs[:, 12:, 15:] = False
+            elif trial % 3 == 1:  # in the middle, with rings whose holes the clean-up fills
+                blobs[:, :8] = blobs[:, 32:] = False
+                blobs[:, :, :6] = False
+                blobs[2 + c, 15:25, 20:30] = True
+                blobs[2 + c, 17:23, 22:28] = False
+            masks[:, c] = blobs
+        expected = np.stack([ndimage.binary_fill_holes(s) for s in masks.reshape(-1, 40, 48)]).reshape(masks.shape)
+        for c in range(3):
+            labels, _ = ndimage.label(expected[:, c], structure=np.ones((3, 3, 3)))
+            sizes = np.bincount(labels.ravel())
+            expected[:, c] &= (sizes >= 5)[labels]
+        before = masks.copy()
+        np.testing.assert_array_equal(clean_masks(masks, voxel_volume_mm3=1.0, min_component_mm3=5.0), expected)
+        np.testing.assert_array_equal(masks, before)
+    assert not clean_masks(np.zeros((2, 3, 8, 8), bool), 1.0).any()
+
 def test_labelmap_takes_the_most_probable_structure_where_they_overlap():
     masks = np.zeros((1, 3, 1, 3), bool)
     probabilities = np.zeros((1, 3, 1, 3), np.float32)

@@ -38,7 +38,9 @@ def main() -> int:
     p.add_argument("--samples", type=int, default=5)
     p.add_argument("--steps", type=int, default=10)
     args = p.parse_args()
-    sys.path[:0] = [str(args.tree), str(args.tree / "SpineSegDiff"), str(REPO / "benchmarks")]
+    # the tree's own slider_step: importing it puts its tree first on sys.path, so the engine
+    # profiled is that tree's too (this tree's copy would put this tree's engine first)
+    sys.path[:0] = [str(args.tree), str(args.tree / "SpineSegDiff"), str(args.tree / "benchmarks")]
     started = time.process_time()
     profile = cProfile.Profile(time.process_time)
     if args.mode == "cli":

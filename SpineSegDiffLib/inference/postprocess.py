@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from SpineSegDiffLib.grid.map_back import nonzero_box
+
 # SimpleITK, not scipy.ndimage: the same operations (face-connected background flood,
 # 26-connected components), but importing scipy.ndimage costs about a second of CPU
 # (docstring parsing at import), which the sample slider's torch-free step cannot pay.
@@ -50,9 +52,14 @@ def remove_small_components(mask: np.ndarray, min_voxels: int) -> np.ndarray:
 def clean_masks(masks: np.ndarray, voxel_volume_mm3: float, min_component_mm3: float = 30.0) -> np.ndarray:
     """`masks` (n, C, H, W) bool on the model grid -> cleaned masks, same shape."""
     min_voxels = int(np.ceil(min_component_mm3 / max(voxel_volume_mm3, 1e-6)))
-    out = np.empty_like(masks, dtype=bool)
+    out = np.zeros_like(masks, dtype=bool)
     for c in range(masks.shape[1]):
-        out[:, c] = remove_small_components(fill_holes_per_slice(masks[:, c]), min_voxels)
+        # cleaned inside the structure's bounding box only (a spine fills a small part of the
+        # grid): every component and hole lies inside it, and a background voxel on its edge
+        # touches the background outside it, so the result is the whole grid's
+        box = nonzero_box(masks[:, c])
+        if box is not None:
+            out[:, c][box] = remove_small_components(fill_holes_per_slice(masks[:, c][box]), min_voxels)
     return out
 
 

@@ -29,7 +29,8 @@ def entropy_of_distance(distance: np.ndarray, out: np.ndarray | None = None) -> 
     """
     index = np.multiply(distance, np.float32(2 * _STEPS), dtype=np.float32)
     index += np.float32(0.5)  # round to the nearest entry; 'clip' keeps 0.5 + rounding in the table
-    return np.take(_TABLE, index.astype(np.int32), out=out, mode="clip")
+    # intp: numpy gathers with intp indices and would convert any other type first
+    return np.take(_TABLE, index.astype(np.intp), out=out, mode="clip")
 
 
 def probability_entropy(probabilities: np.ndarray) -> np.ndarray:
