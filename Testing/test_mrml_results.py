@@ -209,6 +209,7 @@ def test_rerun_updates_segments_in_place_in_a_shared_layer_and_keeps_a_persons_s
     segmentation.CollapseBinaryLabelmaps(True)  # one shared layer, as Slicer's editor can leave them
     assert segmentation.GetNumberOfLayers() == 1 and len(segmentation.GetSegmentIDsForLayer(0)) == 4
     order = list(segmentation.GetSegmentIDs())
+    node.GetDisplayNode().SetSegmentVisibility("vertebrae", False)  # a person hid a structure
     assert node.CreateClosedSurfaceRepresentation()  # what the 3D view shows
 
     def canal_surface_bounds():
@@ -221,6 +222,7 @@ def test_rerun_updates_segments_in_place_in_a_shared_layer_and_keeps_a_persons_s
     assert segmentation.ContainsRepresentation("Closed surface")
     assert not np.allclose(canal_surface_bounds(), bounds_before, atol=0.5)  # the surface follows the new canal
     assert list(segmentation.GetSegmentIDs()) == order
+    assert not node.GetDisplayNode().GetSegmentVisibility("vertebrae")
     np.testing.assert_array_equal(on_file_grid(export_with_slicer(kit, node, volume), first), labels)
     ids = vtk.vtkStringArray()
     ids.InsertNextValue("own")
