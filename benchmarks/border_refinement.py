@@ -134,10 +134,11 @@ def main() -> int:
     rows = []
     for set_name, case_id, image, ref, annotated, body_only in cases:
         t0 = time.perf_counter()
-        decided = {}
+        decided, grids = {}, {}
         for name, (shift, seed_offset) in GRIDS.items():
-            grid = to_model_grid(image, model.grid_spec, shift=shift)
             stored = args.probabilities / f"{case_id}.{name}.npy"
+            # the image's intensities only when this ensemble must be drawn; the geometry otherwise
+            grid = grids[name] = to_model_grid(image, model.grid_spec, intensities=not stored.exists(), shift=shift)
             if not stored.exists():
                 pred = predict_on_grid(model, grid.slices, replace(settings, seed=settings.seed + seed_offset))
                 partial = stored.with_suffix(".partial.npy")
@@ -145,7 +146,7 @@ def main() -> int:
                 partial.replace(stored)
             on_input = labelmap_on_input(np.load(stored), grid, image, settings.min_component_mm3)
             decided[name] = np.stack([on_input.probability_map.full(c) for c in range(3)])
-        regions = body_only_regions(to_model_grid(image, model.grid_spec), ref) if body_only else None
+        regions = body_only_regions(grids["base"], ref) if body_only else None
         variants = {"base": decided["base"], "shift": decided["shift"],
                     "base+seed2": 0.5 * (decided["base"] + decided["seed2"]),
                     "base+shift": 0.5 * (decided["base"] + decided["shift"])}

@@ -106,9 +106,8 @@ def checksum(array: np.ndarray) -> str:
     """SHA-256 of a label array with its shape, to tell later whether it changed."""
     digest = hashlib.sha256(repr(array.shape).encode())
     # hashed in place (no bytes copy); a bool mask's uint8 view has the bytes of its 0/1 cast
-    values = np.ascontiguousarray(array)
-    values = values.view(np.uint8) if values.dtype == np.bool_ else np.ascontiguousarray(values, dtype=np.uint8)
-    digest.update(values)
+    values = array.view(np.uint8) if array.dtype == np.bool_ else array
+    digest.update(np.ascontiguousarray(values, dtype=np.uint8))
     return digest.hexdigest()
 
 
